@@ -1,0 +1,1 @@
+"""MOVA joint video+audio diffusion in pure PyTorch (no ComfyUI imports)."""

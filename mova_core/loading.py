@@ -1,0 +1,176 @@
+"""Stream official safetensors checkpoints into modules built on the meta device.
+
+A component path is either a folder (``config.json`` plus one ``*.safetensors`` file or
+shards listed in a ``*.safetensors.index.json``) or a single ``.safetensors`` file. Tensors
+are read one at a time from memory-mapped files and cast straight into the module, so peak
+RAM stays near one copy of the weights.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Callable, Iterator, Mapping, TypeVar
+
+import torch
+from safetensors import safe_open
+from torch import nn
+
+M = TypeVar("M", bound=nn.Module)
+
+SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float8_e4m3fn)
+FP8_DTYPES = (torch.float8_e4m3fn,)
+_PREVIEW_KEYS = 5
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not match the module it is loaded into."""
+
+
+def weight_files(path: str | Path) -> list[Path]:
+    """The safetensors files of a component folder (shards in index order) or the file itself."""
+    path = Path(path)
+    if path.is_file():
+        if path.suffix != ".safetensors":
+            raise CheckpointError(f"{path}: expected a .safetensors file.")
+        return [path]
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: no such checkpoint folder or file.")
+    indexes = sorted(path.glob("*.safetensors.index.json"))
+    if len(indexes) > 1:
+        raise CheckpointError(f"{path}: several shard indexes {[i.name for i in indexes]}; keep one.")
+    if indexes:
+        weight_map = json.loads(indexes[0].read_text(encoding="utf-8"))["weight_map"]
+        shards = list(dict.fromkeys(weight_map.values()))
+        absent = [s for s in shards if not (path / s).is_file()]
+        if absent:
+            raise CheckpointError(f"{indexes[0]}: shard files missing: {absent[:_PREVIEW_KEYS]}.")
+        return [path / s for s in shards]
+    files = sorted(path.glob("*.safetensors"))
+    if len(files) != 1:
+        found = [f.name for f in files] or "none"
+        raise CheckpointError(f"{path}: expected one .safetensors file or a *.safetensors.index.json, found {found}.")
+    return files
+
+
+class LazyStateDict(Mapping[str, torch.Tensor]):
+    """Read-only mapping over the tensors of safetensors files, loaded on access.
+
+    Use as a context manager; the files stay memory-mapped while it is open.
+    """
+
+    def __init__(self, files: list[Path]):
+        self.files = files
+        self._stack = ExitStack()
+        self._where: dict[str, object] = {}
+        self._source: dict[str, Path] = {}
+
+    def __enter__(self) -> "LazyStateDict":
+        for file in self.files:
+            handle = self._stack.enter_context(safe_open(str(file), framework="pt", device="cpu"))
+            for key in handle.keys():
+                self._where[key] = handle
+                self._source[key] = file
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self._where[key].get_tensor(key)  # type: ignore[attr-defined]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return tuple(self._where[key].get_slice(key).get_shape())  # type: ignore[attr-defined]
+
+    def source(self, key: str) -> Path:
+        return self._source[key]
+
+
+def _is_matmul_weight(module: nn.Module, name: str) -> bool:
+    return name == "weight" and isinstance(module, nn.Linear)
+
+
+def storage_dtype(module: nn.Module, name: str, dtype: torch.dtype, compute_dtype: torch.dtype) -> torch.dtype:
+    """fp8 storage applies to Linear weights only; norms, biases and tables keep ``compute_dtype``."""
+    if dtype in FP8_DTYPES and not _is_matmul_weight(module, name):
+        return compute_dtype
+    return dtype
+
+
+def load_weights(
+    module: nn.Module,
+    weights: Mapping[str, torch.Tensor],
+    *,
+    source: str,
+    dtype: torch.dtype = torch.float32,
+    compute_dtype: torch.dtype | None = None,
+    device: torch.device | str = "cpu",
+    shape_of: Callable[[str], tuple[int, ...]] | None = None,
+) -> None:
+    """Replace every parameter and persistent buffer of ``module`` with the checkpoint tensor.
+
+    Keys must match exactly; shapes are checked before any data is read. ``dtype`` is the
+    storage dtype (fp8 only for Linear weights, see :func:`storage_dtype`).
+    """
+    if dtype not in SUPPORTED_DTYPES:
+        raise CheckpointError(f"dtype {dtype} is not supported; choose one of {SUPPORTED_DTYPES}.")
+    compute_dtype = compute_dtype or (torch.bfloat16 if dtype in FP8_DTYPES else dtype)
+    expected = module.state_dict(keep_vars=True)
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
+    shape_of = shape_of or (lambda key: tuple(weights[key].shape))
+    wrong_shape = [
+        f"{k}: file {shape_of(k)} vs model {tuple(expected[k].shape)}"
+        for k in expected if k in weights and shape_of(k) != tuple(expected[k].shape)
+    ]
+    problems = [
+        f"{label} ({len(keys)}): {keys[:_PREVIEW_KEYS]}"
+        for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("mis-shaped keys", wrong_shape))
+        if keys
+    ]
+    if problems:
+        raise CheckpointError(f"{source} does not match {type(module).__name__}: " + "; ".join(problems))
+    for key in expected:
+        owner_path, _, name = key.rpartition(".")
+        owner = module.get_submodule(owner_path)
+        tensor = weights[key].to(device=device, dtype=storage_dtype(owner, name, dtype, compute_dtype))
+        if name in owner._parameters:
+            owner._parameters[name] = nn.Parameter(tensor, requires_grad=False)
+        else:
+            owner._buffers[name] = tensor
+
+
+def build_on_meta(factory: Callable[[], M]) -> M:
+    """Construct a module without allocating or initialising its weights."""
+    with torch.device("meta"):
+        return factory()
+
+
+def load_component(
+    factory: Callable[[], M],
+    path: str | Path,
+    *,
+    dtype: torch.dtype = torch.float32,
+    compute_dtype: torch.dtype | None = None,
+    device: torch.device | str = "cpu",
+    convert: Callable[[LazyStateDict], Mapping[str, torch.Tensor]] | None = None,
+) -> M:
+    """Build ``factory()`` on the meta device and stream the weights at ``path`` into it.
+
+    ``convert`` maps the file's keys to the module's (for example fusing legacy weight-norm
+    pairs); it receives the lazy mapping and may return any mapping.
+    """
+    module = build_on_meta(factory)
+    with LazyStateDict(weight_files(path)) as lazy:
+        weights: Mapping[str, torch.Tensor] = lazy if convert is None else convert(lazy)
+        shape_of = lazy.shape if convert is None else None
+        load_weights(module, weights, source=str(path), dtype=dtype, compute_dtype=compute_dtype,
+                     device=device, shape_of=shape_of)
+    return module.eval().requires_grad_(False)
