@@ -147,6 +147,12 @@ def load_weights(
             owner._buffers[name] = tensor
 
 
+def component_file(path: str | Path, name: str) -> Path:
+    """``name`` (for example ``config.json``) inside a component folder, or next to a single weights file."""
+    path = Path(path)
+    return (path if path.is_dir() else path.parent) / name
+
+
 def build_on_meta(factory: Callable[[], M]) -> M:
     """Construct a module without allocating or initialising its weights."""
     with torch.device("meta"):
@@ -165,12 +171,13 @@ def load_component(
     """Build ``factory()`` on the meta device and stream the weights at ``path`` into it.
 
     ``convert`` maps the file's keys to the module's (for example fusing legacy weight-norm
-    pairs); it receives the lazy mapping and may return any mapping.
+    pairs); it receives the lazy mapping and may return any mapping (its ``shape(key)`` method, if
+    it has one, is used to check shapes without reading tensors).
     """
     module = build_on_meta(factory)
     with LazyStateDict(weight_files(path)) as lazy:
         weights: Mapping[str, torch.Tensor] = lazy if convert is None else convert(lazy)
-        shape_of = lazy.shape if convert is None else None
+        shape_of = getattr(weights, "shape", None)  # converted views may report shapes without reading
         load_weights(module, weights, source=str(path), dtype=dtype, compute_dtype=compute_dtype,
                      device=device, shape_of=shape_of)
     return module.eval().requires_grad_(False)
