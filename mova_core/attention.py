@@ -1,0 +1,127 @@
+"""Attention kernels and the q/k-normalised attention layer shared by the DiTs and the bridge.
+
+Tensor layout everywhere in this module: ``[batch, tokens, heads, head_dim]`` ("BLHD"), the
+layout the projections produce with a plain ``view``. Attention is full (no mask) with the
+softmax scale ``1 / sqrt(head_dim)``, as in the official MOVA code.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+AttentionKernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class AttentionBackendError(ValueError):
+    """An attention backend that is unknown or not installed."""
+
+
+def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+    return out.transpose(1, 2)
+
+
+def _flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    if not q.is_cuda or q.dtype not in (torch.float16, torch.bfloat16):
+        raise AttentionBackendError(
+            f"attention backend 'flash' needs float16/bfloat16 CUDA tensors, got {q.dtype} on {q.device}; "
+            "use backend='sdpa' for other inputs."
+        )
+    from flash_attn import flash_attn_func  # imported lazily: optional dependency
+
+    return flash_attn_func(q, k, v)
+
+
+# name -> (python module that must be importable, or None; kernel)
+_BACKENDS: dict[str, tuple[str | None, AttentionKernel]] = {
+    "sdpa": (None, _sdpa),
+    "flash": ("flash_attn", _flash),
+}
+
+
+def available_backends() -> tuple[str, ...]:
+    """Names of the attention backends usable in this Python environment."""
+    return tuple(
+        name for name, (module, _) in _BACKENDS.items()
+        if module is None or importlib.util.find_spec(module) is not None
+    )
+
+
+def check_backend(backend: str) -> None:
+    """Raise :class:`AttentionBackendError` unless ``backend`` is known and installed."""
+    installed = available_backends()
+    if backend not in _BACKENDS:
+        raise AttentionBackendError(
+            f"unknown attention backend {backend!r}; known: {sorted(_BACKENDS)}, installed: {list(installed)}."
+        )
+    if backend not in installed:
+        raise AttentionBackendError(
+            f"attention backend {backend!r} needs the Python package {_BACKENDS[backend][0]!r}, which is not "
+            f"installed; installed backends: {list(installed)}."
+        )
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, backend: str = "sdpa") -> torch.Tensor:
+    """Unmasked softmax attention of ``q`` [B, Lq, H, D] over ``k``/``v`` [B, Lk, H, D] -> [B, Lq, H, D]."""
+    check_backend(backend)
+    return _BACKENDS[backend][1](q, k, v)
+
+
+def set_attention_backend(model: nn.Module, backend: str) -> None:
+    """Switch every attention layer inside ``model`` to ``backend``."""
+    check_backend(backend)
+    for module in model.modules():
+        if hasattr(module, "attention_backend"):
+            module.attention_backend = backend
+
+
+class QKNormAttention(nn.Module):
+    """Projections ``q``/``k``/``v``/``o`` with RMSNorm on q and k over the full width (official keys
+    ``q, k, v, o, norm_q, norm_k``). Queries come from ``x`` (width ``dim``), keys/values from ``y``
+    (width ``kv_dim``). ``forward`` is plain cross-attention; subclasses add positional rotations."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        *,
+        kv_dim: int | None = None,
+        eps: float = 1e-6,
+        operations=nn,
+        attention_backend: str = "sdpa",
+    ):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"attention width {dim} is not divisible by {num_heads} heads.")
+        check_backend(attention_backend)
+        kv_dim = dim if kv_dim is None else kv_dim
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.attention_backend = attention_backend
+        self.q = operations.Linear(dim, dim)
+        self.k = operations.Linear(kv_dim, dim)
+        self.v = operations.Linear(kv_dim, dim)
+        self.o = operations.Linear(dim, dim)
+        self.norm_q = operations.RMSNorm(dim, eps=eps)
+        self.norm_k = operations.RMSNorm(dim, eps=eps)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (self.num_heads, self.head_dim))
+
+    def project(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q from ``x``, k and v from ``y``, each split into heads: [B, L, heads, head_dim]."""
+        q = self.norm_q(self.q(x))
+        k = self.norm_k(self.k(y))
+        return self._heads(q), self._heads(k), self._heads(self.v(y))
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Attention over heads, merged and projected by ``o``: [B, Lq, dim]."""
+        return self.o(attention(q, k, v, backend=self.attention_backend).flatten(-2))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.attend(*self.project(x, y))

@@ -1,0 +1,219 @@
+"""The MOVA diffusion transformers: video towers (``video_dit``, ``video_dit_2``; official
+``WanModel``) and the audio tower (``audio_dit``; official ``WanAudioModel``).
+
+Both towers share one block type and differ only in patchify (Conv3d vs Conv1d) and RoPE (3-D vs
+1-D). Module and parameter names equal the official state-dict keys, so the released files load
+key for key. Every layer comes from the ``operations`` namespace (see :mod:`mova_core.ops`).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+from torch import nn
+
+from .attention import QKNormAttention
+from .config import ConfigBase, DiTConfig
+from .loading import load_component
+from .ops import CastingOps, cast_like
+from .rope import apply_interleaved_rope, audio_rope_table, video_rope_table
+
+C = TypeVar("C", bound=ConfigBase)
+
+
+def timestep_sinusoid(timestep: torch.Tensor, dim: int) -> torch.Tensor:
+    """Official ``sinusoidal_embedding_1d``: [cos | sin] of ``t * 10000^(-k/(dim/2))`` in float64
+    on the raw timestep (0..1000), returned as float32 [B, dim]."""
+    half = dim // 2
+    frequencies = torch.pow(10000.0, -torch.arange(half, dtype=torch.float64, device=timestep.device).div(half))
+    angles = torch.outer(timestep.to(torch.float64), frequencies)
+    return torch.cat([angles.cos(), angles.sin()], dim=1).to(torch.float32)
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale) + shift
+
+
+class SelfAttention(QKNormAttention):
+    """Token self-attention with the towers' interleaved float64 RoPE on q and k."""
+
+    def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        q, k, v = self.project(x, x)
+        return self.attend(apply_interleaved_rope(q, rope), apply_interleaved_rope(k, rope), v)
+
+
+class DiTBlock(nn.Module):
+    """Modulated self-attention, ungated text cross-attention (affine ``norm3``), modulated FFN."""
+
+    def __init__(self, dim: int, num_heads: int, ffn_dim: int, eps: float, operations=nn, attention_backend: str = "sdpa"):
+        super().__init__()
+        self.self_attn = SelfAttention(dim, num_heads, eps=eps, operations=operations, attention_backend=attention_backend)
+        self.cross_attn = QKNormAttention(dim, num_heads, eps=eps, operations=operations, attention_backend=attention_backend)
+        self.norm1 = operations.LayerNorm(dim, eps=eps, elementwise_affine=False)
+        self.norm2 = operations.LayerNorm(dim, eps=eps, elementwise_affine=False)
+        self.norm3 = operations.LayerNorm(dim, eps=eps)
+        self.ffn = nn.Sequential(operations.Linear(dim, ffn_dim), nn.GELU(approximate="tanh"), operations.Linear(ffn_dim, dim))
+        self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, t_mod: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+        """``x`` [B, L, dim], ``context`` [B, L_text, dim] (already embedded), ``t_mod`` [B, 6, dim]."""
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (cast_like(self.modulation, t_mod) + t_mod).chunk(6, dim=1)
+        x = x + gate_msa * self.self_attn(modulate(self.norm1(x), shift_msa, scale_msa), rope)
+        x = x + self.cross_attn(self.norm3(x), context)
+        return x + gate_mlp * self.ffn(modulate(self.norm2(x), shift_mlp, scale_mlp))
+
+
+class Head(nn.Module):
+    """Output projection modulated by the time embedding ``t_emb`` (not ``t_mod``)."""
+
+    def __init__(self, dim: int, out_features: int, eps: float, operations=nn):
+        super().__init__()
+        self.norm = operations.LayerNorm(dim, eps=eps, elementwise_affine=False)
+        self.head = operations.Linear(dim, out_features)
+        self.modulation = nn.Parameter(torch.randn(1, 2, dim) / dim**0.5)
+
+    def forward(self, x: torch.Tensor, t_emb: torch.Tensor) -> torch.Tensor:
+        # The official video Head adds t_emb [B, dim] to the [1, 2, dim] table without unsqueezing,
+        # which only broadcasts correctly for B = 1 (spec 19.11); the audio Head has the fix. We use the
+        # batched form for both towers: identical to the official numbers for B = 1.
+        shift, scale = (cast_like(self.modulation, t_emb) + t_emb[:, None]).chunk(2, dim=1)
+        return self.head(modulate(self.norm(x), shift, scale))
+
+
+class DiTTower(nn.Module):
+    """One MOVA DiT tower. Video when ``config.patch_size`` has 3 entries (input [B, in_dim, T, H, W]),
+    audio when it has 1 (input [B, in_dim, L]).
+
+    The joint forward (:func:`mova_core.joint.joint_forward`) drives the pieces directly:
+    :meth:`embed_time`, :meth:`embed_text`, :meth:`patchify`, :meth:`rope_table`, ``blocks``,
+    :meth:`project_out`.
+    """
+
+    def __init__(self, config: DiTConfig, *, operations=nn, attention_backend: str = "sdpa"):
+        super().__init__()
+        self.config = config
+        dim, patch = config.dim, tuple(config.patch_size)
+        patch_conv = operations.Conv1d if config.is_audio else operations.Conv3d
+        self.patch_embedding = patch_conv(config.in_dim, dim, kernel_size=patch, stride=patch)
+        self.text_embedding = nn.Sequential(
+            operations.Linear(config.text_dim, dim), nn.GELU(approximate="tanh"), operations.Linear(dim, dim)
+        )
+        self.time_embedding = nn.Sequential(operations.Linear(config.freq_dim, dim), nn.SiLU(), operations.Linear(dim, dim))
+        self.time_projection = nn.Sequential(nn.SiLU(), operations.Linear(dim, 6 * dim))
+        self.blocks = nn.ModuleList(
+            DiTBlock(dim, config.num_heads, config.ffn_dim, config.eps, operations, attention_backend)
+            for _ in range(config.num_layers)
+        )
+        self.head = Head(dim, config.out_dim * math.prod(patch), config.eps, operations)
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """Activation dtype: the dtype of the (never fp8) head modulation table."""
+        dtype = self.head.modulation.dtype
+        return torch.bfloat16 if dtype.itemsize == 1 else dtype
+
+    def embed_time(self, timestep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(t_emb [B, dim], t_mod [B, 6, dim])`` for raw timesteps [B]. The MLPs run in float32 (the
+        official ``autocast(float32)``; weights are upcast by casting operations), then the results
+        are cast to :attr:`compute_dtype`."""
+        t_emb = self.time_embedding(timestep_sinusoid(timestep.reshape(-1), self.config.freq_dim))
+        t_mod = self.time_projection(t_emb).unflatten(1, (6, self.config.dim))
+        return t_emb.to(self.compute_dtype), t_mod.to(self.compute_dtype)
+
+    def embed_text(self, context: torch.Tensor) -> torch.Tensor:
+        """Prompt embeddings [B, L_text, text_dim] -> [B, L_text, dim]."""
+        if context.ndim != 3 or context.shape[-1] != self.config.text_dim:
+            raise ValueError(f"context must be [B, L_text, {self.config.text_dim}], got {tuple(context.shape)}.")
+        return self.text_embedding(context.to(self.compute_dtype))
+
+    def patchify(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """Latents -> tokens [B, L, dim] ordered (f, h, w) and the token grid ((f, h, w) or (L,))."""
+        self._check_latents(x)
+        x = self.patch_embedding(x.to(self.compute_dtype))
+        return x.flatten(2).transpose(1, 2), tuple(x.shape[2:])
+
+    def rope_table(self, grid: tuple[int, ...], device: torch.device | str | None = None) -> torch.Tensor:
+        """complex128 self-attention RoPE table [L, head_dim // 2] for a token grid."""
+        head_dim = self.config.head_dim
+        if self.config.is_audio:
+            return audio_rope_table(head_dim, grid[0], device)
+        return video_rope_table(head_dim, grid, device)  # type: ignore[arg-type]
+
+    def unpatchify(self, x: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
+        """Head output [B, L, prod(patch) * out_dim] (channel fastest) -> latents."""
+        patch, channels = tuple(self.config.patch_size), self.config.out_dim
+        x = x.reshape(x.shape[0], *grid, *patch, channels)
+        if self.config.is_audio:  # b f p c -> b c (f p)
+            return x.permute(0, 3, 1, 2).flatten(2)
+        # b f h w pf ph pw c -> b c (f pf) (h ph) (w pw)
+        return x.permute(0, 7, 1, 4, 2, 5, 3, 6).flatten(6, 7).flatten(4, 5).flatten(2, 3)
+
+    def project_out(self, x: torch.Tensor, t_emb: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
+        """Final head and unpatchify: tokens -> latents [B, out_dim, ...] in :attr:`compute_dtype`."""
+        return self.unpatchify(self.head(x, t_emb), grid)
+
+    def forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """The tower alone (official ``WanModel.forward`` / ``WanAudioModel.forward``); returns
+        :attr:`compute_dtype` latents."""
+        t_emb, t_mod = self.embed_time(timestep)
+        context = self.embed_text(context)
+        tokens, grid = self.patchify(x)
+        rope = self.rope_table(grid, tokens.device)
+        for block in self.blocks:
+            tokens = block(tokens, context, t_mod, rope)
+        return self.project_out(tokens, t_emb, grid)
+
+    def _check_latents(self, x: torch.Tensor) -> None:
+        config = self.config
+        kind = "audio" if config.is_audio else "video"
+        spatial = tuple(x.shape[2:])
+        if x.ndim != 2 + len(config.patch_size) or x.shape[1] != config.in_dim:
+            layout = "[B, C, L]" if config.is_audio else "[B, C, T, H, W]"
+            raise ValueError(f"{kind} DiT input must be {layout} with C={config.in_dim}, got {tuple(x.shape)}.")
+        if any(size % p for size, p in zip(spatial, config.patch_size)):
+            raise ValueError(
+                f"{kind} DiT input sizes {spatial} must be multiples of the patch size {tuple(config.patch_size)}."
+            )
+
+
+def operations_for(dtype: torch.dtype, operations=None):
+    """``operations`` if given; otherwise ``torch.nn`` for float32 and :class:`CastingOps` for other
+    storage dtypes (float32 time MLPs on bf16 weights, fp8 storage)."""
+    if operations is not None:
+        return operations
+    return nn if dtype == torch.float32 else CastingOps
+
+
+def component_config(path: str | Path, config: C | None, config_class: type[C]) -> C:
+    """The explicit ``config`` or ``<path>/config.json`` of a component folder."""
+    if config is not None:
+        return config
+    path = Path(path)
+    if not path.is_dir():
+        raise ValueError(
+            f"{path} is a single weight file: pass config=... ({config_class.__name__}) explicitly, "
+            "or give the component folder that holds config.json."
+        )
+    return config_class.from_file(path / "config.json")
+
+
+def load_dit(
+    path: str | Path,
+    *,
+    config: DiTConfig | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    operations=None,
+    attention_backend: str = "sdpa",
+) -> DiTTower:
+    """Load a DiT tower from an official component folder (``config.json`` + safetensors, sharded or
+    not) or from a single ``.safetensors`` file with ``config`` given. ``dtype`` is the storage dtype
+    (float8_e4m3fn: Linear weights only, computing in bfloat16)."""
+    config = component_config(path, config, DiTConfig)
+    ops = operations_for(dtype, operations)
+    return load_component(
+        lambda: DiTTower(config, operations=ops, attention_backend=attention_backend), path, dtype=dtype, device=device
+    )
