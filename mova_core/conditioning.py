@@ -1,0 +1,136 @@
+"""Reference-image handling and the I2V condition of MOVA.
+
+Official image path (``scripts/inference_single.py``, ``mova/datasets/transforms/custom.py``,
+``MOVA.prepare_latents``): RGB image -> :func:`crop_and_resize` (center crop to the target aspect,
+PIL bicubic resize) -> :func:`preprocess_image` (uint8 / 255 * 2 - 1) -> :func:`image_condition`
+(VAE-encode ``[image, F-1 zero frames]`` as a whole, posterior mode, normalise, prepend the mask).
+
+T2VA (no image): MOVA has no text-only path or weights; its workflow README says to give a
+**pure white image** as the first frame, and third-party wrappers do the same. We follow that:
+``prepare_reference_image(None, ...)`` returns a white frame (all 1.0 in [-1, 1]) and the condition
+is built from it exactly like an I2V condition (mask 1 on latent frame 0).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .video_vae import VideoVAE
+
+ImageInput = Any  # PIL.Image.Image | np.ndarray | torch.Tensor
+
+
+def _as_tensor(image: ImageInput, name: str) -> torch.Tensor:
+    if isinstance(image, Image.Image):
+        return torch.from_numpy(np.array(image.convert("RGB")))
+    if isinstance(image, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(image))
+    if isinstance(image, torch.Tensor):
+        return image.detach().cpu()
+    raise ValueError(
+        f"{name}: expected a PIL image, a uint8 [H, W, 3] array/tensor or a ComfyUI IMAGE tensor "
+        f"([B, H, W, 3] float in 0..1), got {type(image).__name__}."
+    )
+
+
+def to_image_tensor(image: ImageInput, *, name: str = "image") -> torch.Tensor:
+    """One RGB image as a uint8 ``[H, W, 3]`` CPU tensor.
+
+    Accepts a PIL image (any mode, converted to RGB like the official script), a uint8
+    ``[H, W, 3]`` ndarray/tensor, or float pixels in 0..1 ``[H, W, 3]`` / ComfyUI IMAGE
+    ``[B, H, W, 3]`` (the first image is used; values are clamped to 0..1 and rounded to the nearest
+    of the 256 levels, so an IMAGE loaded from an 8-bit file gives back its exact bytes).
+    ``name`` is the argument name used in error messages.
+    """
+    pixels = _as_tensor(image, name)
+    if pixels.ndim == 4:
+        if pixels.shape[0] == 0:
+            raise ValueError(f"{name}: the image batch is empty.")
+        pixels = pixels[0]
+    if pixels.ndim != 3:
+        raise ValueError(f"{name}: expected [H, W, 3] or [B, H, W, 3] (channels last), got shape {tuple(pixels.shape)}.")
+    if pixels.shape[-1] != 3:
+        raise ValueError(
+            f"{name}: has {pixels.shape[-1]} channels (shape {tuple(pixels.shape)}); 3 channels (RGB, channels last) "
+            "expected. Drop the alpha channel or convert the image to RGB."
+        )
+    if pixels.shape[0] == 0 or pixels.shape[1] == 0:
+        raise ValueError(f"{name}: the image is empty (shape {tuple(pixels.shape)}).")
+    if pixels.dtype == torch.uint8:
+        return pixels.contiguous()
+    if pixels.is_floating_point():
+        return (pixels.float().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
+    raise ValueError(f"{name}: dtype {pixels.dtype} is not supported; use uint8 (0..255) or float (0..1).")
+
+
+def crop_and_resize(image: ImageInput, height: int, width: int, *, name: str = "image") -> torch.Tensor:
+    """The official ``crop_and_resize``: center-crop to the ``height:width`` aspect (crop size
+    truncated with ``int()``, offset ``excess // 2``), then PIL bicubic resize to ``width x height``.
+    Returns uint8 ``[height, width, 3]``."""
+    if height < 1 or width < 1:
+        raise ValueError(f"height x width = {height} x {width}: both must be positive.")
+    pixels = to_image_tensor(image, name=name).numpy()
+    image_height, image_width = pixels.shape[:2]
+    if image_height / image_width < height / width:
+        cropped = int(image_height / height * width)
+        left = (image_width - cropped) // 2
+        pixels = pixels[:, left:left + cropped]
+    else:
+        cropped = int(image_width / width * height)
+        top = (image_height - cropped) // 2
+        pixels = pixels[top:top + cropped]
+    if cropped < 1:
+        raise ValueError(f"{name}: {image_width}x{image_height} is too thin to crop to the aspect {width}:{height}.")
+    resized = Image.fromarray(np.ascontiguousarray(pixels)).resize((width, height), Image.Resampling.BICUBIC)
+    return torch.from_numpy(np.array(resized))
+
+
+def preprocess_image(image: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[H, W, 3]`` -> float32 ``[1, 3, H, W]`` in [-1, 1] (``x / 255 * 2 - 1``, as diffusers'
+    ``VideoProcessor.preprocess`` does for an image already at the target size)."""
+    pixels = image.to(torch.float32) / 255.0
+    return (2.0 * pixels - 1.0).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def white_image(height: int, width: int) -> torch.Tensor:
+    """The T2VA reference frame: pure white, float32 ``[1, 3, H, W]`` of 1.0."""
+    return torch.ones(1, 3, height, width)
+
+
+def prepare_reference_image(image: ImageInput | None, height: int, width: int, *, name: str = "image") -> torch.Tensor:
+    """Reference frame float32 ``[1, 3, height, width]`` in [-1, 1]: the official crop/resize and
+    scaling of ``image``, or for ``None`` (T2VA) a white frame (see the module docstring)."""
+    if image is None:
+        return white_image(height, width)
+    return preprocess_image(crop_and_resize(image, height, width, name=name))
+
+
+def _condition_chunks(vae: VideoVAE, image: torch.Tensor, num_frames: int) -> Iterator[torch.Tensor]:
+    """The encoder chunks of ``[image, num_frames - 1 zero frames]``, made on the fly."""
+    frames = image.to(device=vae.device, dtype=vae.dtype).unsqueeze(2)
+    yield frames
+    t = vae.config.temporal_factor
+    zeros = frames.new_zeros(*frames.shape[:2], t, *frames.shape[3:])
+    for _ in range((num_frames - 1) // t):
+        yield zeros
+
+
+def image_condition(vae: VideoVAE, image: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """The I2V condition float32 ``[B, t + z, T, h, w]`` for ``image`` ``[B, 3, H, W]`` in [-1, 1].
+
+    Channels: ``t`` (= the VAE's temporal factor, 4) mask channels that are 1 on latent frame 0 and 0
+    elsewhere, then the normalised posterior mean of the video ``[image, num_frames - 1 zero frames]``
+    encoded as a whole (zeros are mid-grey; latent frames >= 1 are not zero). The video is encoded
+    in the VAE's dtype; the mean is cast to float32 before normalisation, as in the reference.
+    """
+    if image.ndim != 4 or image.shape[1] != vae.config.in_channels:
+        raise ValueError(f"image: expected [B, {vae.config.in_channels}, H, W] in [-1, 1], got shape {tuple(image.shape)}.")
+    latent_frames, latent_height, latent_width = vae.config.latent_shape(num_frames, *image.shape[2:])
+    latents = vae.normalize(vae.encode_chunks(_condition_chunks(vae, image, num_frames)).mean.float())
+    mask = latents.new_zeros(image.shape[0], vae.config.temporal_factor, latent_frames, latent_height, latent_width)
+    mask[:, :, 0] = 1.0
+    return torch.cat([mask, latents], dim=1)
