@@ -17,7 +17,10 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
+from .config import ConfigBase, ConfigError
+
 M = TypeVar("M", bound=nn.Module)
+C = TypeVar("C", bound=ConfigBase)
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float8_e4m3fn)
 FP8_DTYPES = (torch.float8_e4m3fn,)
@@ -151,6 +154,20 @@ def component_file(path: str | Path, name: str) -> Path:
     """``name`` (for example ``config.json``) inside a component folder, or next to a single weights file."""
     path = Path(path)
     return (path if path.is_dir() else path.parent) / name
+
+
+def component_config(path: str | Path, config: C | None, config_class: type[C]) -> C:
+    """The explicit ``config``, else ``config_class`` read from the ``config.json`` of the component
+    folder (or next to a single weights file)."""
+    if config is not None:
+        return config
+    config_file = component_file(path, "config.json")
+    if not config_file.is_file():
+        raise ConfigError(
+            f"no {config_file} for {path}: pass config=... ({config_class.__name__}) explicitly, "
+            "or give the component folder that holds config.json."
+        )
+    return config_class.from_file(config_file)
 
 
 def build_on_meta(factory: Callable[[], M]) -> M:
