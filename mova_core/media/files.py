@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import itertools
 import os
 import secrets
 from pathlib import Path
@@ -21,13 +20,11 @@ def unique_path(path: PathLike) -> Path:
     A dangling symlink counts as taken.
     """
     path = Path(path)
-    if not os.path.lexists(path):
-        return path
-    for counter in itertools.count(1):
+    candidate, counter = path, 0
+    while os.path.lexists(candidate):
+        counter += 1
         candidate = path.with_name(f"{path.stem}_{counter:05d}{path.suffix}")
-        if not os.path.lexists(candidate):
-            return candidate
-    raise AssertionError("unreachable")
+    return candidate
 
 
 def write_atomically(path: PathLike, write: Callable[[Path], None], *, overwrite: bool = False) -> Path:

@@ -79,7 +79,9 @@ def write_mp4(
     def write(temp: Path) -> None:
         with av.open(str(temp), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
             video_stream = _add_video_stream(container, video, rate, crf, preset)
-            audio_stream = None if samples is None else _add_audio_stream(container, samples, sample_rate, audio_bitrate)
+            audio_stream = None
+            if samples is not None:
+                audio_stream = _add_audio_stream(container, samples, sample_rate, audio_bitrate)
             for index in range(len(video)):
                 frame = av.VideoFrame.from_ndarray(rgb24_frame(video[index], index), format="rgb24")
                 frame.pts = index
