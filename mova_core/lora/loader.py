@@ -55,8 +55,12 @@ def load_lora(
 def _group_by_layer(
     tensors: Mapping[str, torch.Tensor], index: LinearIndex | None, problems: dict[str, str],
 ) -> dict[Layer, dict[str, tuple[str, torch.Tensor]]]:
-    """Layer -> role -> (file key, tensor), with every key spelling normalised."""
-    slots: dict[Layer, dict[str, tuple[str, torch.Tensor]]] = {}
+    """Layer -> role -> (file key, tensor), with every key spelling normalised.
+
+    A layer given twice (for example in two spellings) is dropped and all its keys reported:
+    which copy is meant cannot be told.
+    """
+    slots: dict[Layer, dict[str, list[tuple[str, torch.Tensor]]]] = {}
     for key, tensor in tensors.items():
         split = split_role(key)
         if split is None:
@@ -74,12 +78,15 @@ def _group_by_layer(
             except LoraError as error:
                 problems[key] = str(error)
                 continue
-        roles = slots.setdefault(split_component(name), {})
-        if role in roles:
-            problems[key] = f"gives the same layer {role} as {roles[role][0]!r}"
-            continue
-        roles[role] = (key, tensor)
-    return slots
+        slots.setdefault(split_component(name), {}).setdefault(role, []).append((key, tensor))
+    unique: dict[Layer, dict[str, tuple[str, torch.Tensor]]] = {}
+    for layer, roles in slots.items():
+        keys = [key for entries in roles.values() for key, _ in entries]
+        if len(keys) > len(roles):
+            problems.update(dict.fromkeys(keys, f"layer given more than once ({keys}); keep one spelling"))
+        else:
+            unique[layer] = {role: entries[0] for role, entries in roles.items()}
+    return unique
 
 
 def _pair_layers(
@@ -87,10 +94,11 @@ def _pair_layers(
     raw: LoraTensors,
     alpha_override: float | None,
     problems: dict[str, str],
-) -> dict[Layer, tuple[str, LoraWeights]]:
-    """Layer -> (key of its down tensor, weights); incomplete or malformed layers go to ``problems``."""
-    layers: dict[Layer, tuple[str, LoraWeights]] = {}
+) -> dict[Layer, tuple[tuple[str, ...], LoraWeights]]:
+    """Layer -> (its file keys, weights); incomplete or malformed layers go to ``problems``."""
+    layers: dict[Layer, tuple[tuple[str, ...], LoraWeights]] = {}
     for layer, roles in slots.items():
+        keys = tuple(key for key, _ in roles.values())
         missing = [role for role in (DOWN, UP) if role not in roles]
         alpha_tensor = roles[ALPHA][1] if ALPHA in roles else None
         problem = f"no {' or '.join(missing)} tensor for this layer" if missing else None
@@ -99,10 +107,10 @@ def _pair_layers(
         weights = None if problem else LoraWeights(roles[DOWN][1], roles[UP][1], None)
         problem = problem or pair_problem(weights)
         if problem:
-            problems.update({key: problem for key, _ in roles.values()})
+            problems.update(dict.fromkeys(keys, problem))
             continue
         layer_alpha = None if alpha_tensor is None else float(alpha_tensor)
-        layers[layer] = (roles[DOWN][0], weights._replace(alpha=_alpha(layer_alpha, weights.rank, raw, alpha_override)))
+        layers[layer] = (keys, weights._replace(alpha=_alpha(layer_alpha, weights.rank, raw, alpha_override)))
     return layers
 
 
@@ -124,31 +132,31 @@ def _alpha(layer_alpha: float | None, rank: int, raw: LoraTensors, override: flo
 
 
 def _place_layers(
-    layers: Mapping[Layer, tuple[str, LoraWeights]],
+    layers: Mapping[Layer, tuple[tuple[str, ...], LoraWeights]],
     index: LinearIndex | None,
     unprefixed_to: Sequence[str] | None,
     notes: list[str],
     problems: dict[str, str],
 ) -> dict[str, dict[str, LoraWeights]]:
     """Component -> module path -> weights, checked against ``index`` where it knows the component."""
-    placed = [(component, path, key, weights) for (component, path), (key, weights) in layers.items()
+    placed = [(component, path, keys, weights) for (component, path), (keys, weights) in layers.items()
               if component is not None]
-    bare = [(path, key, weights) for (component, path), (key, weights) in layers.items() if component is None]
+    bare = [(path, keys, weights) for (component, path), (keys, weights) in layers.items() if component is None]
     if bare:
         try:
             group = _unprefixed_components(bare, index, unprefixed_to, notes)
         except LoraError as error:
-            problems.update({key: str(error) for _, key, _ in bare})
+            problems.update({key: str(error) for _, keys, _ in bare for key in keys})
             group = ()
-        placed += [(component, path, key, weights) for path, key, weights in bare for component in group]
+        placed += [(component, path, keys, weights) for path, keys, weights in bare for component in group]
     components: dict[str, dict[str, LoraWeights]] = {}
-    for component, path, key, weights in placed:
+    for component, path, keys, weights in placed:
         shapes = index.shapes.get(component) if index is not None else None
         if shapes is not None:
             problem = (f"no Linear layer {path!r} in {component}" if path not in shapes
                        else shape_problem(weights, shapes[path]))
             if problem:
-                problems[key] = f"{component}.{path}: {problem}"
+                problems.update(dict.fromkeys(keys, f"{component}.{path}: {problem}"))
                 continue
         components.setdefault(component, {})[path] = weights
     return components
@@ -159,7 +167,7 @@ def _fits(weights: LoraWeights, shapes: Mapping[str, tuple[int, int]], path: str
 
 
 def _unprefixed_components(
-    bare: Sequence[tuple[str, str, LoraWeights]],
+    bare: Sequence[tuple[str, tuple[str, ...], LoraWeights]],
     index: LinearIndex | None,
     unprefixed_to: Sequence[str] | None,
     notes: list[str],
