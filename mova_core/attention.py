@@ -57,7 +57,7 @@ def check_backend(backend: str) -> None:
     installed = available_backends()
     if backend not in _BACKENDS:
         raise AttentionBackendError(
-            f"unknown attention backend {backend!r}; known: {sorted(_BACKENDS)}, installed: {list(installed)}."
+            f"unknown attention backend {backend!r}; known: {sorted(_BACKENDS)}, installed backends: {list(installed)}."
         )
     if backend not in installed:
         raise AttentionBackendError(

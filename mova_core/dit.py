@@ -17,7 +17,7 @@ from torch import nn
 
 from .attention import QKNormAttention
 from .config import ConfigBase, DiTConfig
-from .loading import load_component
+from .loading import component_file, load_component
 from .ops import CastingOps, cast_like
 from .rope import apply_interleaved_rope, audio_rope_table, video_rope_table
 
@@ -188,16 +188,17 @@ def operations_for(dtype: torch.dtype, operations=None):
 
 
 def component_config(path: str | Path, config: C | None, config_class: type[C]) -> C:
-    """The explicit ``config`` or ``<path>/config.json`` of a component folder."""
+    """The explicit ``config``, else the ``config.json`` of the component folder (or next to a single
+    weights file)."""
     if config is not None:
         return config
-    path = Path(path)
-    if not path.is_dir():
+    config_file = component_file(path, "config.json")
+    if not config_file.is_file():
         raise ValueError(
-            f"{path} is a single weight file: pass config=... ({config_class.__name__}) explicitly, "
+            f"no {config_file} for {path}: pass config=... ({config_class.__name__}) explicitly, "
             "or give the component folder that holds config.json."
         )
-    return config_class.from_file(path / "config.json")
+    return config_class.from_file(config_file)
 
 
 def load_dit(
