@@ -307,6 +307,14 @@ def test_unprefixed_ambiguous_shapes_raise(tmp_path):
     assert set(load_lora(path, models, unprefixed_to=["audio_dit"]).components) == {"audio_dit"}
 
 
+def test_targets_may_be_built_on_the_meta_device(tmp_path):
+    layers = random_layers(tiny_models())
+    with torch.device("meta"):
+        meta_models = tiny_models()
+    lora = load_lora(save(spelled(layers, "kohya"), tmp_path / "kohya.safetensors"), meta_models)
+    assert_layers(lora, layers, None)
+
+
 def test_kohya_without_targets_is_explained(tmp_path):
     path = save(spelled(random_layers(tiny_models()), "kohya"), tmp_path / "kohya.safetensors")
     with pytest.raises(LoraError, match="kohya-style name: pass targets="):
@@ -522,3 +530,57 @@ def test_weight_patches_match_the_model_state_dict_and_comfy_math(tmp_path, alph
                 merged = model.get_submodule(key.removeprefix("diffusion_model.").removesuffix(".weight")).weight
                 assert_close_to_reference(merged, comfy_calculate_weight(state[key], down, up, patch_alpha, 0.8), REL, key)
     assert weight_patches(lora, "audio_dit")["blocks.0.ffn.2.weight"].alpha == alpha
+
+
+# --- the real MOVA modules --------------------------------------------------------------------
+
+def real_models() -> dict[str, nn.Module]:
+    """Small DiT towers and bridge built by ``mova_core.dit`` / ``mova_core.bridge`` (random weights)."""
+    from mova_core.bridge import DualTowerBridge
+    from mova_core.config import BridgeConfig, DiTConfig
+    from mova_core.dit import DiTTower
+
+    common = dict(in_dim=4, out_dim=4, text_dim=8, freq_dim=8, num_layers=2)
+    video = DiTConfig.from_dict(dict(dim=24, ffn_dim=32, num_heads=2, patch_size=[1, 2, 2], **common))
+    audio = DiTConfig.from_dict(dict(dim=12, ffn_dim=16, num_heads=1, patch_size=[1], vae_type="dac", **common))
+    bridge = BridgeConfig.from_dict(dict(visual_layers=2, audio_layers=2, visual_hidden_dim=24, audio_hidden_dim=12,
+                                         head_dim=12, interaction_strategy="full", audio_fps=50.0))
+    torch.manual_seed(0)
+    models = {"video_dit": DiTTower(video), "video_dit_2": DiTTower(video), "audio_dit": DiTTower(audio),
+              "dual_tower_bridge": DualTowerBridge(bridge)}
+    return {name: model.requires_grad_(False) for name, model in models.items()}
+
+
+def test_official_lora_on_the_real_modules(tmp_path):
+    models = real_models()
+    per_block = ["self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o",
+                 "cross_attn.q", "cross_attn.k", "cross_attn.v", "cross_attn.o", "ffn.0", "ffn.2"]
+    assert official_targets(models["video_dit"]) == [f"blocks.{i}.{n}" for i in range(2) for n in per_block]
+    assert official_targets(models["dual_tower_bridge"]) == [
+        f"{d}_conditioners.{i}.inner.{n}" for d in ("audio_to_video", "video_to_audio") for i in range(2) for n in "qkvo"]
+    layers = random_layers(models)
+    config = {"rank": RANK, "alpha": 1.5, "target_modules": []}
+    lora = load_lora(write_official_folder(tmp_path / "lora", layers, config), models)
+    assert {c: len(paths) for c, paths in lora.components.items()} == {
+        "video_dit": 20, "video_dit_2": 20, "audio_dit": 20, "dual_tower_bridge": 16}
+
+    g = torch.Generator().manual_seed(5)
+    video_in = (torch.randn(1, 4, 1, 4, 4, generator=g), torch.tensor([500.0]), torch.randn(1, 3, 8, generator=g))
+    audio_in = (torch.randn(1, 4, 6, generator=g), torch.tensor([500.0]), torch.randn(1, 3, 8, generator=g))
+    streams = (torch.randn(1, 4, 24, generator=g), torch.randn(1, 6, 12, generator=g))
+
+    def outputs() -> list[torch.Tensor]:
+        return [models["video_dit"](*video_in), models["video_dit_2"](*video_in), models["audio_dit"](*audio_in),
+                *models["dual_tower_bridge"](0, *streams, grid=(1, 2, 2))]
+
+    before, base = snapshot(models), outputs()
+    stack = LoraStack().add(lora, LoraStrengths(0.5, 1.0, 0.75, 2.0))
+    with stack.apply(models):
+        hooked = outputs()
+    with stack.apply(models, merge=True):
+        merged = outputs()
+    assert_bit_identical(models, before)
+    for name, base_out, hooked_out, merged_out in zip(["video", "video_2", "audio", "bridge_v", "bridge_a"], base, hooked, merged):
+        assert not torch.allclose(hooked_out, base_out), f"{name}: the LoRA changed nothing"
+        assert_close_to_reference(hooked_out, merged_out, 1e-5, name)  # float32 through the whole tower
+    assert all(torch.equal(a, b) for a, b in zip(outputs(), base))
