@@ -61,8 +61,8 @@ class LoraStrengths:
 class AppliedLoras:
     """Handle of a stack applied to modules; ``remove()`` restores them (idempotent)."""
 
-    def __init__(self) -> None:
-        self._undo: list[Callable[[], None]] = []
+    def __init__(self, undo: list[Callable[[], None]]) -> None:
+        self._undo = undo
 
     def remove(self) -> None:
         while self._undo:
@@ -109,10 +109,7 @@ class LoraStack:
         that is no Linear, or a mis-shaped LoRA raises :class:`LoraError` naming the layer.
         """
         planned = [(linear, terms) for component in COMPONENTS for linear, terms in self._plan(component, modules)]
-        applied = AppliedLoras()
-        for linear, terms in planned:
-            applied._undo.append(_merge(linear, terms) if merge else _hook(linear, terms))
-        return applied
+        return AppliedLoras([_merge(linear, terms) if merge else _hook(linear, terms) for linear, terms in planned])
 
     def _plan(self, component: str, modules: Mapping[str, nn.Module]) -> list[tuple[nn.Linear, list[Term]]]:
         layers = self.terms(component)
