@@ -44,6 +44,13 @@ _BACKENDS: dict[str, tuple[str | None, AttentionKernel]] = {
 }
 
 
+def register_backend(name: str, kernel: AttentionKernel, *, requires: str | None = None) -> None:
+    """Add (or replace) a backend: ``kernel(q, k, v)`` on [B, L, heads, head_dim] tensors, usable when
+    the Python module ``requires`` (if given) is importable. For example a ComfyUI adapter can route
+    attention through ``comfy.ldm.modules.attention.optimized_attention``."""
+    _BACKENDS[name] = (requires, kernel)
+
+
 def available_backends() -> tuple[str, ...]:
     """Names of the attention backends usable in this Python environment."""
     return tuple(

@@ -34,7 +34,13 @@ def timestep_sinusoid(timestep: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``x·(1 + scale) + shift`` in x's dtype (eager, as the official heads and bridge AdaLN)."""
     return x * (1 + scale) + shift
+
+
+def fused_modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The official blocks ``torch.compile`` their modulate: computed in float32, rounded once."""
+    return modulate(x.float(), shift.float(), scale.float()).to(x.dtype)
 
 
 class SelfAttention(QKNormAttention):
@@ -61,9 +67,9 @@ class DiTBlock(nn.Module):
     def forward(self, x: torch.Tensor, context: torch.Tensor, t_mod: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
         """``x`` [B, L, dim], ``context`` [B, L_text, dim] (already embedded), ``t_mod`` [B, 6, dim]."""
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (cast_like(self.modulation, t_mod) + t_mod).chunk(6, dim=1)
-        x = x + gate_msa * self.self_attn(modulate(self.norm1(x), shift_msa, scale_msa), rope)
+        x = x + gate_msa * self.self_attn(fused_modulate(self.norm1(x), shift_msa, scale_msa), rope)
         x = x + self.cross_attn(self.norm3(x), context)
-        return x + gate_mlp * self.ffn(modulate(self.norm2(x), shift_mlp, scale_mlp))
+        return x + gate_mlp * self.ffn(fused_modulate(self.norm2(x), shift_mlp, scale_mlp))
 
 
 class Head(nn.Module):
@@ -108,10 +114,14 @@ class DiTTower(nn.Module):
             for _ in range(config.num_layers)
         )
         self.head = Head(dim, config.out_dim * math.prod(patch), config.eps, operations)
+        self.compute_dtype_override: torch.dtype | None = None
 
     @property
     def compute_dtype(self) -> torch.dtype:
-        """Activation dtype: the dtype of the (never fp8) head modulation table."""
+        """Activation dtype: ``compute_dtype_override`` when set (for example by an adapter whose
+        operations cast fp16 storage to bf16), else the head modulation's dtype (bfloat16 if fp8)."""
+        if self.compute_dtype_override is not None:
+            return self.compute_dtype_override
         dtype = self.head.modulation.dtype
         return torch.bfloat16 if dtype.itemsize == 1 else dtype
 

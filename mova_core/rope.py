@@ -114,6 +114,9 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rotate_half_rope(x: torch.Tensor, cos_sin: CosSin) -> torch.Tensor:
-    """Rotate ``x`` [B, L, heads, head_dim] by cos/sin [1 or B, L, head_dim] in x's dtype."""
-    cos, sin = (t.to(device=x.device, dtype=x.dtype)[:, :, None] for t in cos_sin)
-    return x * cos + _rotate_half(x) * sin
+    """Rotate ``x`` [B, L, heads, head_dim] by cos/sin [1 or B, L, head_dim]. The tables are first
+    rounded to x's dtype; the rotation is computed in float32 and rounded once (the official
+    function is ``torch.compile``d, which fuses it that way)."""
+    cos, sin = (t.to(device=x.device, dtype=x.dtype)[:, :, None].float() for t in cos_sin)
+    x32 = x.float()
+    return (x32 * cos + _rotate_half(x32) * sin).to(x.dtype)

@@ -10,7 +10,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from mova_core.attention import AttentionBackendError, attention, available_backends
+from mova_core.attention import (
+    AttentionBackendError, attention, available_backends, register_backend, set_attention_backend,
+)
 from mova_core.bridge import DualTowerBridge, load_bridge
 from mova_core.config import BridgeConfig, DiTConfig
 from mova_core.dit import DiTTower, load_dit
@@ -85,6 +87,29 @@ def test_missing_flash_backend_names_the_package():
     q = torch.randn(1, 2, 1, 8)
     with pytest.raises(AttentionBackendError, match=r"'flash'.*'flash_attn'.*installed backends: \['sdpa'\]"):
         attention(q, q, q, backend="flash")
+
+
+def test_registered_backend_is_used_by_every_attention_layer(models, monkeypatch):
+    import mova_core.attention as attention_module
+
+    monkeypatch.setattr(attention_module, "_BACKENDS", dict(attention_module._BACKENDS))
+    calls = []
+
+    def counting_sdpa(q, k, v):
+        calls.append(q.shape)
+        return attention(q, k, v, backend="sdpa")
+
+    register_backend("counting", counting_sdpa)
+    assert "counting" in available_backends()
+    video, audio, bridge = models
+    x = inputs()
+    expected = joint_forward(video, audio, bridge, **x)
+    for model in models:
+        set_attention_backend(model, "counting")
+    for out, ref in zip(joint_forward(video, audio, bridge, **x), expected):
+        assert out.equal(ref)
+    # self + text attention per block, two directions + the pooling per bridge layer
+    assert len(calls) == 2 * (len(video.blocks) + len(audio.blocks)) + 3 * len(bridge.layers)
 
 
 # --- interaction strategies -----------------------------------------------------------------------
