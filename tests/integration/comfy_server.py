@@ -124,7 +124,8 @@ class ComfyServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise ComfyServerError(
-                    f"ComfyUI exited with code {self.process.returncode} during start-up.\n{self.log_tail()}"
+                    f"ComfyUI exited with code {self.process.returncode} during start-up under {self.python} "
+                    f"(COMFYUI_PYTHON must be an interpreter with ComfyUI's requirements).\n{self.log_tail()}"
                 )
             try:
                 self._request("GET", "/system_stats", timeout=2)
