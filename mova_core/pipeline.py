@@ -1,0 +1,233 @@
+"""End-to-end MOVA generation without ComfyUI: prompt (+ first frame) -> video frames and audio.
+
+:class:`MovaPipeline` loads an official MOVA folder and reproduces the official ``MOVA.__call__``:
+umT5 prompt embeddings, the I2V condition, noise (video first, then audio), the two-expert flow
+matching loop with text CFG (and optional bridge CFG), then the Wan 2.1 and DAC decoders.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .audio_vae import DAC, load_audio_vae
+from .bridge import DualTowerBridge, load_bridge
+from .conditioning import ImageInput, image_condition, prepare_reference_image
+from .config import ModelIndex, SchedulerConfig
+from .dit import DiTTower, load_dit, operations_for
+from .joint import joint_forward
+from .media import LoudnessTarget, write_mp4
+from .sampler import HIGH_NOISE_EXPERT, LOW_NOISE_EXPERT, Guidance, StepInfo, sample
+from .scheduler import FlowMatchPairScheduler
+from .text_encoder import TextEncoder, load_text_encoder
+from .video_vae import VideoVAE, load_video_vae
+
+# Negative prompt of the official ``scripts/inference_single.py`` (the ``__call__`` default is "").
+OFFICIAL_NEGATIVE_PROMPT = (
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，"
+    "JPEG压缩残留，丑陋的，残缺的，多余的手指"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationOptions:
+    """Advanced ``generate`` settings (passed as keyword ``**options``)."""
+
+    video_shift: float | None = None  # per-modality sigma shift; None = the scheduler's (official)
+    audio_shift: float | None = None
+    boundary_ratio: float | None = None  # expert switch; None = model_index.json
+    decode_tile_size: int | None = None  # latent tile size for a memory-bounded video decode
+    check_cancelled: Callable[[], None] | None = None  # called before every model pass; raise to stop
+
+
+@dataclasses.dataclass
+class Generation:
+    """A generated clip: ``video`` float32 [F, H, W, 3] in 0..1, ``audio`` float32 [channels, samples]."""
+
+    video: torch.Tensor
+    audio: torch.Tensor
+    sample_rate: int
+    fps: float
+    seed: int | None
+
+    def save(self, path: str | Path, *, loudness: LoudnessTarget | None = None, overwrite: bool = False) -> Path:
+        """Write an .mp4 (H.264 + AAC); never overwrites unless asked. Returns the final path."""
+        return write_mp4(path, self.video, self.audio, fps=self.fps, sample_rate=self.sample_rate,
+                         loudness=loudness, overwrite=overwrite)
+
+
+def _nearest_multiple(value: int, multiple: int) -> int:
+    return max(multiple, int(math.floor(value / multiple + 0.5)) * multiple)
+
+
+def check_generation_arguments(*, height: int, width: int, num_frames: int, fps: float, steps: int,
+                               spatial_multiple: int, temporal_factor: int) -> None:
+    """Raise ``ValueError`` naming the argument and the nearest valid value."""
+    for name, value in (("height", height), ("width", width)):
+        if value <= 0 or value % spatial_multiple:
+            raise ValueError(f"{name}={value} must be a positive multiple of {spatial_multiple}; "
+                             f"nearest valid value: {_nearest_multiple(value, spatial_multiple)}.")
+    if num_frames < 1 or (num_frames - 1) % temporal_factor:
+        nearest = max(1, round((num_frames - 1) / temporal_factor)) * temporal_factor + 1
+        raise ValueError(f"num_frames={num_frames} must be {temporal_factor}k+1 (1, {temporal_factor + 1}, "
+                         f"{2 * temporal_factor + 1}, ...); nearest valid value: {nearest}.")
+    if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps={fps} must be a positive number, e.g. 24.0.")
+    if steps < 1:
+        raise ValueError(f"steps={steps} must be at least 1; nearest valid value: 1.")
+
+
+class MovaPipeline:
+    """The official MOVA pipeline in pure PyTorch. Build it with :meth:`from_pretrained`."""
+
+    def __init__(self, *, video_dit: DiTTower, video_dit_2: DiTTower, audio_dit: DiTTower,
+                 bridge: DualTowerBridge, video_vae: VideoVAE, audio_vae: DAC, text_encoder: TextEncoder,
+                 scheduler: FlowMatchPairScheduler, model_index: ModelIndex, device: torch.device | str = "cpu"):
+        self.experts = {HIGH_NOISE_EXPERT: video_dit, LOW_NOISE_EXPERT: video_dit_2}
+        self.audio_dit = audio_dit
+        self.bridge = bridge
+        self.video_vae = video_vae
+        self.audio_vae = audio_vae
+        self.text_encoder = text_encoder
+        self.scheduler = scheduler
+        self.model_index = model_index
+        self.device = torch.device(device)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, dtype: torch.dtype = torch.bfloat16, device: torch.device | str = "cpu",
+                        *, attention_backend: str = "sdpa") -> "MovaPipeline":
+        """Load an official MOVA folder (``model_index.json`` and one sub-folder per component).
+
+        ``dtype`` is the weight dtype of the DiTs, bridge and text encoder (float8_e4m3fn: stored in
+        fp8, computed in bf16); the VAEs use ``dtype`` too, except that fp8 keeps them in bf16.
+        """
+        root = Path(path)
+        if not (root / "model_index.json").is_file():
+            raise FileNotFoundError(f"{root} is not a MOVA folder: model_index.json is missing. Point `path` at the "
+                                    "folder that holds model_index.json, video_dit/, audio_dit/, ...")
+        index = ModelIndex.from_file(root / "model_index.json")
+        vae_dtype = torch.bfloat16 if dtype == torch.float8_e4m3fn else dtype
+        ops, vae_ops = operations_for(dtype), operations_for(vae_dtype)
+        dit_args = dict(dtype=dtype, device=device, attention_backend=attention_backend)
+        return cls(
+            video_dit=load_dit(root / "video_dit", **dit_args),
+            video_dit_2=load_dit(root / "video_dit_2", **dit_args),
+            audio_dit=load_dit(root / "audio_dit", **dit_args),
+            bridge=load_bridge(root / "dual_tower_bridge", **dit_args),
+            video_vae=load_video_vae(root / "video_vae", dtype=vae_dtype, device=device, operations=vae_ops),
+            audio_vae=load_audio_vae(root / "audio_vae", dtype=vae_dtype, device=device, operations=vae_ops),
+            text_encoder=load_text_encoder(root / "text_encoder", dtype=dtype, device=device, operations=ops),
+            scheduler=FlowMatchPairScheduler(SchedulerConfig.from_file(root / "scheduler" / "scheduler_config.json")),
+            model_index=index,
+            device=device,
+        )
+
+    # -- geometry -------------------------------------------------------------------------------
+
+    @property
+    def spatial_multiple(self) -> int:
+        """Height/width granularity: VAE stride times the DiT patch (and at least 16, as officially checked)."""
+        _, ph, pw = self.experts[HIGH_NOISE_EXPERT].config.patch_size
+        return self.video_vae.config.spatial_factor * math.lcm(2, ph, pw)
+
+    def audio_num_samples(self, num_frames: int, fps: float) -> int:
+        return int(self.audio_vae.sample_rate * num_frames / fps)
+
+    def latent_shapes(self, height: int, width: int, num_frames: int, fps: float) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Shapes of the video ``[1, z, T, h, w]`` and audio ``[1, Ca, La]`` noise."""
+        frames, h, w = self.video_vae.config.latent_shape(num_frames, height, width)
+        audio_len = (self.audio_num_samples(num_frames, fps) - 1) // self.audio_vae.hop_length + 1
+        return (1, self.video_vae.config.z_dim, frames, h, w), (1, self.audio_vae.latent_dim, audio_len)
+
+    # -- generation -----------------------------------------------------------------------------
+
+    def encode_prompt(self, prompt: str) -> torch.Tensor:
+        return self.text_encoder.encode([prompt])
+
+    def generate(self, prompt: str, negative_prompt: str = "", image: ImageInput | None = None, height: int = 352,
+                 width: int = 640, num_frames: int = 193, fps: float = 24.0, steps: int = 50, text_cfg: float = 5.0,
+                 bridge_cfg: float = 1.0, seed: int | None = None, video_noise: torch.Tensor | None = None,
+                 audio_noise: torch.Tensor | None = None, callback: Callable[[StepInfo], None] | None = None,
+                 **options: Any) -> Generation:
+        """Generate a clip; ``image=None`` is T2VA (white first frame, the official recipe).
+
+        ``video_noise``/``audio_noise`` replace the random draws; otherwise ``seed`` (random when
+        None) seeds a CPU generator, so a seed means the same clip on every device.
+        ``options``: see :class:`GenerationOptions`.
+        """
+        opts = self._options(options)
+        check_generation_arguments(height=height, width=width, num_frames=num_frames, fps=fps, steps=steps,
+                                   spatial_multiple=self.spatial_multiple,
+                                   temporal_factor=self.video_vae.config.temporal_factor)
+        video_shape, audio_shape = self.latent_shapes(height, width, num_frames, fps)
+        seed, video_noise, audio_noise = self._noise(seed, video_noise, audio_noise, video_shape, audio_shape)
+        guidance = Guidance(text_cfg=text_cfg, bridge_cfg=bridge_cfg)
+        positive = self.encode_prompt(prompt)
+        negative = self.encode_prompt(negative_prompt) if len(guidance.passes) > 1 else None
+        reference = prepare_reference_image(image, height, width)
+        condition = image_condition(self.video_vae, reference.to(self.device), num_frames)
+        boundary = self.model_index.boundary_ratio if opts.boundary_ratio is None else opts.boundary_ratio
+        video_latents, audio_latents = sample(
+            self._velocity_model(condition, fps), self.scheduler, video_noise, audio_noise, positive, negative,
+            steps=steps, boundary_timestep=self.scheduler.boundary_timestep(boundary), guidance=guidance,
+            video_shift=opts.video_shift, audio_shift=opts.audio_shift, callback=callback,
+            check_cancelled=opts.check_cancelled,
+        )
+        video = self.decode_video(video_latents, tile_size=opts.decode_tile_size)
+        audio = self.decode_audio(audio_latents)[:, : self.audio_num_samples(num_frames, fps)]
+        return Generation(video=video, audio=audio, sample_rate=self.audio_vae.sample_rate, fps=fps, seed=seed)
+
+    def decode_video(self, latents: torch.Tensor, *, tile_size: int | None = None) -> torch.Tensor:
+        """Normalised video latents ``[1, z, T, h, w]`` -> frames float32 ``[F, H, W, 3]`` in 0..1."""
+        vae = self.video_vae
+        pixels = vae.decode(vae.denormalize(latents.float()).to(device=vae.device, dtype=vae.dtype), tile_size=tile_size)
+        return (pixels[0].float() / 2 + 0.5).clamp(0, 1).permute(1, 2, 3, 0).cpu()
+
+    def decode_audio(self, latents: torch.Tensor) -> torch.Tensor:
+        """Audio latents ``[1, Ca, La]`` -> waveform float32 ``[channels, La * hop]`` (not trimmed)."""
+        dac = self.audio_vae
+        weight = next(dac.parameters())
+        return dac.decode(latents.float().to(weight.device))[0].float().cpu()
+
+    # -- internals ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _options(options: dict[str, Any]) -> GenerationOptions:
+        valid = {f.name for f in dataclasses.fields(GenerationOptions)}
+        unknown = sorted(set(options) - valid)
+        if unknown:
+            raise ValueError(f"unknown generate option(s) {unknown}; valid options: {sorted(valid)}.")
+        return GenerationOptions(**options)
+
+    def _noise(self, seed: int | None, video_noise: torch.Tensor | None, audio_noise: torch.Tensor | None,
+               video_shape: tuple[int, ...], audio_shape: tuple[int, ...]) -> tuple[int | None, torch.Tensor, torch.Tensor]:
+        """Given noise (shape-checked) or a CPU-generator draw: video first, then audio (official order)."""
+        if video_noise is None or audio_noise is None:
+            seed = random.randrange(2**63) if seed is None else seed
+            generator = torch.Generator("cpu").manual_seed(seed)
+            drawn_video = torch.randn(video_shape, generator=generator, dtype=torch.float32)
+            drawn_audio = torch.randn(audio_shape, generator=generator, dtype=torch.float32)
+            video_noise = drawn_video if video_noise is None else video_noise
+            audio_noise = drawn_audio if audio_noise is None else audio_noise
+        for name, noise, shape in (("video_noise", video_noise, video_shape), ("audio_noise", audio_noise, audio_shape)):
+            if tuple(noise.shape) != shape:
+                raise ValueError(f"{name} has shape {tuple(noise.shape)}; this size/frames/fps needs {shape}.")
+        return seed, video_noise.float().to(self.device), audio_noise.float().to(self.device)
+
+    def _velocity_model(self, condition: torch.Tensor, fps: float):
+        """The sampler's model: active expert + audio DiT + bridge on ``[noisy latents ‖ condition]``."""
+
+        def velocity(expert: str, video_latents: torch.Tensor, audio_latents: torch.Tensor, context: torch.Tensor,
+                     video_timestep: torch.Tensor, audio_timestep: torch.Tensor, *, bridge: bool):
+            dit = self.experts[expert]
+            dtype = dit.compute_dtype
+            video_input = torch.cat([video_latents, condition], dim=1).to(dtype)
+            return joint_forward(dit, self.audio_dit, self.bridge, video_input, audio_latents.to(dtype), context,
+                                 video_timestep, audio_timestep, fps, bridge_enabled=bridge)
+
+        return velocity
