@@ -11,7 +11,7 @@ import dataclasses
 import math
 import random
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -22,7 +22,7 @@ from .config import ModelIndex, SchedulerConfig
 from .dit import DiTTower, load_dit, operations_for
 from .joint import joint_forward
 from .media import LoudnessTarget, write_mp4
-from .sampler import HIGH_NOISE_EXPERT, LOW_NOISE_EXPERT, Guidance, StepInfo, sample
+from .sampler import HIGH_NOISE_EXPERT, LOW_NOISE_EXPERT, Guidance, StepInfo, VelocityModel, sample
 from .scheduler import FlowMatchPairScheduler
 from .text_encoder import TextEncoder, load_text_encoder
 from .video_vae import VideoVAE, load_video_vae
@@ -80,6 +80,21 @@ def check_generation_arguments(*, height: int, width: int, num_frames: int, fps:
         raise ValueError(f"fps={fps} must be a positive number, e.g. 24.0.")
     if steps < 1:
         raise ValueError(f"steps={steps} must be at least 1; nearest valid value: 1.")
+
+
+def velocity_model(experts: Mapping[str, DiTTower], audio_dit: DiTTower, bridge_module: DualTowerBridge | None,
+                   condition: torch.Tensor, fps: float) -> VelocityModel:
+    """The sampler's model: the named expert + audio DiT + bridge on ``[noisy latents ‖ condition]``."""
+
+    def velocity(expert: str, video_latents: torch.Tensor, audio_latents: torch.Tensor, context: torch.Tensor,
+                 video_timestep: torch.Tensor, audio_timestep: torch.Tensor, *, bridge: bool):
+        dit = experts[expert]
+        dtype = dit.compute_dtype
+        video_input = torch.cat([video_latents, condition.to(video_latents.device)], dim=1).to(dtype)
+        return joint_forward(dit, audio_dit, bridge_module, video_input, audio_latents.to(dtype), context.to(dtype),
+                             video_timestep, audio_timestep, fps, bridge_enabled=bridge)
+
+    return velocity
 
 
 class MovaPipeline:
@@ -173,7 +188,7 @@ class MovaPipeline:
         condition = image_condition(self.video_vae, reference.to(self.device), num_frames)
         boundary = self.model_index.boundary_ratio if opts.boundary_ratio is None else opts.boundary_ratio
         video_latents, audio_latents = sample(
-            self._velocity_model(condition, fps), self.scheduler, video_noise, audio_noise, positive, negative,
+            velocity_model(self.experts, self.audio_dit, self.bridge, condition, fps), self.scheduler, video_noise, audio_noise, positive, negative,
             steps=steps, boundary_timestep=self.scheduler.boundary_timestep(boundary), guidance=guidance,
             video_shift=opts.video_shift, audio_shift=opts.audio_shift, callback=callback,
             check_cancelled=opts.check_cancelled,
@@ -218,16 +233,3 @@ class MovaPipeline:
             if tuple(noise.shape) != shape:
                 raise ValueError(f"{name} has shape {tuple(noise.shape)}; this size/frames/fps needs {shape}.")
         return seed, video_noise.float().to(self.device), audio_noise.float().to(self.device)
-
-    def _velocity_model(self, condition: torch.Tensor, fps: float):
-        """The sampler's model: active expert + audio DiT + bridge on ``[noisy latents ‖ condition]``."""
-
-        def velocity(expert: str, video_latents: torch.Tensor, audio_latents: torch.Tensor, context: torch.Tensor,
-                     video_timestep: torch.Tensor, audio_timestep: torch.Tensor, *, bridge: bool):
-            dit = self.experts[expert]
-            dtype = dit.compute_dtype
-            video_input = torch.cat([video_latents, condition], dim=1).to(dtype)
-            return joint_forward(dit, self.audio_dit, self.bridge, video_input, audio_latents.to(dtype), context,
-                                 video_timestep, audio_timestep, fps, bridge_enabled=bridge)
-
-        return velocity
