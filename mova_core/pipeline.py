@@ -62,7 +62,8 @@ class Generation:
 
 
 def _nearest_multiple(value: int, multiple: int) -> int:
-    return max(multiple, int(math.floor(value / multiple + 0.5)) * multiple)
+    """Nearest positive multiple; ties go down (360 -> 352, the official "360p" height)."""
+    return max(multiple, math.ceil(value / multiple - 0.5) * multiple)
 
 
 def check_generation_arguments(*, height: int, width: int, num_frames: int, fps: float, steps: int,

@@ -1,0 +1,90 @@
+"""Command line: ``python -m mova_core demo`` and ``python -m mova_core generate``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from tqdm import tqdm
+
+from .media import LoudnessTarget
+from .pipeline import OFFICIAL_NEGATIVE_PROMPT, MovaPipeline
+from .sampler import StepInfo
+from .tiny import cached_tiny_checkpoint
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
+          "float8_e4m3fn": torch.float8_e4m3fn}
+DEMO_PROMPT = "A woman sings on the beach at night while the waves crash; the audio shows her voice and the sea."
+
+
+def _add_sampling_arguments(parser: argparse.ArgumentParser, *, height: int, width: int, frames: int,
+                            steps: int) -> None:
+    parser.add_argument("--out", type=Path, default=Path("clip.mp4"),
+                        help="output .mp4; an existing file is never overwritten (a numbered name is used)")
+    parser.add_argument("--height", type=int, default=height)
+    parser.add_argument("--width", type=int, default=width)
+    parser.add_argument("--frames", type=int, default=frames, help="number of frames, 4k+1")
+    parser.add_argument("--fps", type=float, default=24.0)
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--text-cfg", type=float, default=5.0)
+    parser.add_argument("--bridge-cfg", type=float, default=1.0, help="1.0 = the released model's text CFG only")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--loudness", type=float, default=None, metavar="LUFS",
+                        help="normalise the soundtrack to this integrated loudness (off by default, as officially)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m mova_core", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="generate a short clip with a tiny random model in the official layout")
+    _add_sampling_arguments(demo, height=64, width=112, frames=25, steps=8)
+    demo.add_argument("--prompt", default=DEMO_PROMPT)
+    demo.add_argument("--cache", type=Path, default=None, help="where the tiny model is kept (default ~/.cache/mova_core)")
+
+    generate = commands.add_parser("generate", help="generate a clip with an official MOVA folder")
+    _add_sampling_arguments(generate, height=352, width=640, frames=193, steps=50)
+    generate.add_argument("--model", type=Path, required=True, help="MOVA folder (holds model_index.json)")
+    generate.add_argument("--prompt", required=True)
+    generate.add_argument("--negative-prompt", default=OFFICIAL_NEGATIVE_PROMPT)
+    generate.add_argument("--image", type=Path, default=None, help="first frame (I2VA); omit for T2VA")
+    generate.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16")
+    generate.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    return parser
+
+
+def _run(pipe: MovaPipeline, args: argparse.Namespace, *, negative_prompt: str, image: object = None) -> Path:
+    with tqdm(total=args.steps, desc="denoising", unit="step") as bar:
+        def on_step(info: StepInfo) -> None:
+            bar.set_postfix(t=f"{info.video_timestep:.0f}", expert=info.expert)
+            bar.update(1)
+
+        result = pipe.generate(args.prompt, negative_prompt=negative_prompt, image=image, height=args.height,
+                               width=args.width, num_frames=args.frames, fps=args.fps, steps=args.steps,
+                               text_cfg=args.text_cfg, bridge_cfg=args.bridge_cfg, seed=args.seed, callback=on_step)
+    loudness = None if args.loudness is None else LoudnessTarget(lufs=args.loudness)
+    return result.save(args.out, loudness=loudness)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    started = time.perf_counter()
+    if args.command == "demo":
+        pipe = MovaPipeline.from_pretrained(cached_tiny_checkpoint(args.cache), dtype=torch.float32)
+        path = _run(pipe, args, negative_prompt="")
+    else:
+        from PIL import Image
+
+        image = None if args.image is None else Image.open(args.image).convert("RGB")
+        pipe = MovaPipeline.from_pretrained(args.model, dtype=DTYPES[args.dtype], device=args.device)
+        path = _run(pipe, args, negative_prompt=args.negative_prompt, image=image)
+    print(f"wrote {path} in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

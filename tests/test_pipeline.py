@@ -1,0 +1,95 @@
+"""MovaPipeline behaviour on a tiny random checkpoint: arguments, seeds, T2VA, the demo CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import av
+import pytest
+import torch
+
+from conftest import REPO_ROOT
+from mova_core.pipeline import MovaPipeline
+from mova_core.tiny import cached_tiny_checkpoint, write_tiny_checkpoint
+
+SMALL = dict(height=32, width=48, num_frames=5, fps=24.0, steps=2)
+
+
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory):
+    folder = write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "model")
+    return MovaPipeline.from_pretrained(folder, dtype=torch.float32)
+
+
+@pytest.mark.parametrize("argument, value, nearest", [
+    ("height", 360, "352"), ("width", 100, "96"), ("num_frames", 192, "193"), ("steps", 0, "1"),
+])
+def test_bad_arguments_name_the_argument_and_nearest_value(pipe, argument, value, nearest):
+    with pytest.raises(ValueError, match=rf"{argument}={value}.*nearest valid value: {nearest}"):
+        pipe.generate("a cat", **{**SMALL, argument: value})
+
+
+def test_bad_fps_image_and_options_are_refused(pipe):
+    with pytest.raises(ValueError, match="fps=0"):
+        pipe.generate("a cat", **{**SMALL, "fps": 0})
+    with pytest.raises(ValueError, match="image"):
+        pipe.generate("a cat", image=torch.zeros(8, 8, 4, dtype=torch.uint8), **SMALL)
+    with pytest.raises(ValueError, match=r"unknown generate option\(s\) \['cfg'\]"):
+        pipe.generate("a cat", cfg=3.0, **SMALL)
+    with pytest.raises(ValueError, match="video_noise has shape"):
+        pipe.generate("a cat", video_noise=torch.zeros(1, 2, 3), audio_noise=torch.zeros(1, 2, 3), **SMALL)
+
+
+def test_output_layout_and_audio_trim(pipe):
+    result = pipe.generate("a dog on the beach", seed=3, **SMALL)
+    assert result.video.shape == (SMALL["num_frames"], SMALL["height"], SMALL["width"], 3)
+    assert result.video.dtype == torch.float32 and 0 <= result.video.min() and result.video.max() <= 1
+    expected_samples = int(pipe.audio_vae.sample_rate * SMALL["num_frames"] / SMALL["fps"])
+    assert result.audio.shape == (1, expected_samples)
+    assert result.sample_rate == pipe.audio_vae.sample_rate and result.seed == 3
+
+
+def test_same_seed_same_clip_and_other_seed_differs(pipe):
+    first = pipe.generate("a dog", seed=7, **SMALL)
+    again = pipe.generate("a dog", seed=7, **SMALL)
+    other = pipe.generate("a dog", seed=8, **SMALL)
+    assert torch.equal(first.video, again.video) and torch.equal(first.audio, again.audio)
+    assert not torch.equal(first.video, other.video)
+
+
+def test_image_conditions_the_clip(pipe):
+    red = torch.zeros(40, 60, 3, dtype=torch.uint8)
+    red[..., 0] = 255
+    t2va = pipe.generate("a dog", seed=1, **SMALL)
+    i2va = pipe.generate("a dog", image=red, seed=1, **SMALL)
+    assert not torch.equal(t2va.video, i2va.video)
+
+
+def test_bridge_cfg_changes_the_result(pipe):
+    plain = pipe.generate("a dog", seed=2, text_cfg=3.0, bridge_cfg=1.0, **SMALL)
+    bridged = pipe.generate("a dog", seed=2, text_cfg=3.0, bridge_cfg=2.0, **SMALL)
+    assert not torch.equal(plain.audio, bridged.audio)
+
+
+def test_cached_checkpoint_is_built_once(tmp_path):
+    first = cached_tiny_checkpoint(tmp_path)
+    stamp = (first / "video_dit" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns
+    assert cached_tiny_checkpoint(tmp_path) == first
+    assert (first / "video_dit" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == stamp
+    assert [p.name for p in tmp_path.iterdir()] == [first.name], "no staging folders left behind"
+
+
+def test_demo_cli_writes_an_mp4_with_sound_and_never_overwrites(tmp_path):
+    out = tmp_path / "clip.mp4"
+    out.write_bytes(b"precious")
+    command = [sys.executable, "-m", "mova_core", "demo", "--out", str(out), "--cache", str(tmp_path / "cache"),
+               "--steps", "2", "--frames", "9"]
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert out.read_bytes() == b"precious"
+    written = tmp_path / "clip_00001.mp4"
+    assert f"wrote {written}" in done.stdout
+    with av.open(str(written)) as container:
+        kinds = sorted(stream.type for stream in container.streams)
+    assert kinds == ["audio", "video"]
