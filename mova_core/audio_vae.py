@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ConfigBase, ConfigError
-from .loading import CheckpointError, LazyStateDict, component_config, load_component
+from .loading import CheckpointError, LazyStateDict, load_network
 from .ops import cast_like
 
 SNAKE_EPS = 1e-9
@@ -275,9 +275,9 @@ def load_audio_vae(
     *,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
-    operations: Any = nn,
+    operations: Any = None,
     config: DACConfig | None = None,
 ) -> DAC:
     """Load ``audio_vae/`` (``config.json`` + safetensors, fused or weight-norm keys) as a :class:`DAC`."""
-    config = component_config(path, config, DACConfig)
-    return load_component(lambda: DAC(config, operations), path, dtype=dtype, device=device, convert=WeightNormFused)
+    return load_network(DAC, DACConfig, path, config=config, dtype=dtype, device=device, operations=operations,
+                        convert=WeightNormFused)

@@ -15,8 +15,8 @@ from torch import nn
 
 from .attention import QKNormAttention, attention, check_backend
 from .config import BridgeConfig
-from .dit import component_config, modulate, operations_for
-from .loading import load_component
+from .dit import modulate
+from .loading import load_network
 from .ops import cast_like
 from .rope import CosSin, aligned_rope_tables, apply_rotate_half_rope
 
@@ -199,8 +199,5 @@ def load_bridge(
 ) -> DualTowerBridge:
     """Load the bridge from an official component folder, or a single ``.safetensors`` file with
     ``config`` given; ``dtype``/``operations`` as in :func:`mova_core.dit.load_dit`."""
-    config = component_config(path, config, BridgeConfig)
-    ops = operations_for(dtype, operations)
-    return load_component(
-        lambda: DualTowerBridge(config, operations=ops, attention_backend=attention_backend), path, dtype=dtype, device=device
-    )
+    return load_network(DualTowerBridge, BridgeConfig, path, config=config, dtype=dtype, device=device,
+                        operations=operations, attention_backend=attention_backend)

@@ -10,19 +10,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TypeVar
 
 import torch
 from torch import nn
 
 from .attention import QKNormAttention
-from .config import ConfigBase, DiTConfig
-from .loading import component_file, load_component
-from .ops import CastingOps, cast_like
+from .config import DiTConfig
+from .loading import load_network
+from .ops import cast_like
 from .rope import apply_interleaved_rope, audio_rope_table, video_rope_table
-
-C = TypeVar("C", bound=ConfigBase)
-
 
 def timestep_sinusoid(timestep: torch.Tensor, dim: int) -> torch.Tensor:
     """Official ``sinusoidal_embedding_1d``: [cos | sin] of ``t * 10000^(-k/(dim/2))`` in float64
@@ -189,28 +185,6 @@ class DiTTower(nn.Module):
             )
 
 
-def operations_for(dtype: torch.dtype, operations=None):
-    """``operations`` if given; otherwise ``torch.nn`` for float32 and :class:`CastingOps` for other
-    storage dtypes (float32 time MLPs on bf16 weights, fp8 storage)."""
-    if operations is not None:
-        return operations
-    return nn if dtype == torch.float32 else CastingOps
-
-
-def component_config(path: str | Path, config: C | None, config_class: type[C]) -> C:
-    """The explicit ``config``, else the ``config.json`` of the component folder (or next to a single
-    weights file)."""
-    if config is not None:
-        return config
-    config_file = component_file(path, "config.json")
-    if not config_file.is_file():
-        raise ValueError(
-            f"no {config_file} for {path}: pass config=... ({config_class.__name__}) explicitly, "
-            "or give the component folder that holds config.json."
-        )
-    return config_class.from_file(config_file)
-
-
 def load_dit(
     path: str | Path,
     *,
@@ -223,8 +197,5 @@ def load_dit(
     """Load a DiT tower from an official component folder (``config.json`` + safetensors, sharded or
     not) or from a single ``.safetensors`` file with ``config`` given. ``dtype`` is the storage dtype
     (float8_e4m3fn: Linear weights only, computing in bfloat16)."""
-    config = component_config(path, config, DiTConfig)
-    ops = operations_for(dtype, operations)
-    return load_component(
-        lambda: DiTTower(config, operations=ops, attention_backend=attention_backend), path, dtype=dtype, device=device
-    )
+    return load_network(DiTTower, DiTConfig, path, config=config, dtype=dtype, device=device, operations=operations,
+                        attention_backend=attention_backend)

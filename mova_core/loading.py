@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, TypeVar
+from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 import torch
 from safetensors import safe_open
 from torch import nn
 
 from .config import ConfigBase, ConfigError
+from .ops import operations_for
 
 M = TypeVar("M", bound=nn.Module)
 C = TypeVar("C", bound=ConfigBase)
@@ -168,6 +169,27 @@ def component_config(path: str | Path, config: C | None, config_class: type[C]) 
             "or give the component folder that holds config.json."
         )
     return config_class.from_file(config_file)
+
+
+def load_network(
+    network: Callable[..., M],
+    config_class: type[C],
+    path: str | Path,
+    *,
+    config: C | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    operations: Any = None,
+    convert: Callable[[LazyStateDict], Mapping[str, torch.Tensor]] | None = None,
+    **network_kwargs: Any,
+) -> M:
+    """Build ``network(config, operations=..., **network_kwargs)`` for a component folder (or a single
+    weights file with ``config`` given) and stream its weights in. ``operations`` defaults to
+    :func:`mova_core.ops.operations_for` ``(dtype)``."""
+    config = component_config(path, config, config_class)
+    ops = operations_for(dtype, operations)
+    return load_component(lambda: network(config, operations=ops, **network_kwargs), path, dtype=dtype,
+                          device=device, convert=convert)
 
 
 def build_on_meta(factory: Callable[[], M]) -> M:

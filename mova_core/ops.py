@@ -9,6 +9,8 @@ input's dtype.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,6 +23,14 @@ def cast_like(tensor: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     which an operations namespace cannot cast for us.
     """
     return tensor.to(device=reference.device, dtype=reference.dtype)
+
+
+def operations_for(dtype: torch.dtype, operations: Any = None) -> Any:
+    """``operations`` if given; otherwise ``torch.nn`` for float32 weights and :class:`CastingOps` for
+    other storage dtypes (float32 time MLPs over bf16 weights, fp8 storage computed in bf16)."""
+    if operations is not None:
+        return operations
+    return nn if dtype == torch.float32 else CastingOps
 
 
 def _cast_weights(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -19,7 +19,8 @@ from .audio_vae import DAC, load_audio_vae
 from .bridge import DualTowerBridge, load_bridge
 from .conditioning import ImageInput, image_condition, prepare_reference_image
 from .config import ModelIndex, SchedulerConfig
-from .dit import DiTTower, load_dit, operations_for
+from .dit import DiTTower, load_dit
+from .ops import operations_for
 from .joint import joint_forward
 from .media import LoudnessTarget, write_mp4
 from .sampler import HIGH_NOISE_EXPERT, LOW_NOISE_EXPERT, Guidance, StepInfo, VelocityModel, sample

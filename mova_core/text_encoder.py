@@ -26,7 +26,7 @@ from tokenizers.processors import TemplateProcessing
 from torch import nn
 
 from .config import ConfigBase, ConfigError
-from .loading import LazyStateDict, component_config, load_component
+from .loading import LazyStateDict, load_network
 from .ops import cast_like
 
 MAX_SEQUENCE_LENGTH = 512
@@ -300,13 +300,12 @@ def load_umt5_encoder(
     *,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
-    operations: Any = nn,
+    operations: Any = None,
     config: UMT5Config | None = None,
 ) -> UMT5Encoder:
     """Load ``text_encoder/`` (``config.json`` + ``model.safetensors`` or shards with an index)."""
-    config = component_config(path, config, UMT5Config)
-    return load_component(lambda: UMT5Encoder(config, operations), path, dtype=dtype, device=device,
-                          convert=embedding_under_shared_name)
+    return load_network(UMT5Encoder, UMT5Config, path, config=config, dtype=dtype, device=device,
+                        operations=operations, convert=embedding_under_shared_name)
 
 
 # --------------------------------------------------------------------------------------------
@@ -346,7 +345,7 @@ def load_text_encoder(
     tokenizer_path: str | Path | None = None,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
-    operations: Any = nn,
+    operations: Any = None,
     max_length: int = MAX_SEQUENCE_LENGTH,
 ) -> TextEncoder:
     """umT5 from ``path`` (``text_encoder/``) and the tokenizer from ``tokenizer_path``

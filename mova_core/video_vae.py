@@ -17,7 +17,6 @@ bounded by one chunk. Two layers treat the first chunk specially (also like the 
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterable, Iterator, NamedTuple
@@ -28,7 +27,7 @@ from torch import nn
 
 from .config import ConfigBase, ConfigError
 from .loading import load_component
-from .ops import cast_like
+from .ops import cast_like, operations_for
 
 # Wan 2.1 latent statistics (the diffusers defaults; checkpoints state their own in config.json).
 WAN21_LATENTS_MEAN = (
@@ -523,5 +522,5 @@ def load_video_vae(
     path = Path(path)
     if config is None:
         config = VideoVAEConfig.from_file(path / "config.json") if path.is_dir() else VideoVAEConfig()
-    ops = operations if operations is not None else nn
+    ops = operations_for(dtype, operations)
     return load_component(lambda: VideoVAE(config, ops, compute_dtype), path, dtype=dtype, device=device)
