@@ -14,14 +14,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .config import ConfigBase, ConfigError
-from .loading import CheckpointError, LazyStateDict, load_network
+from .loading import CheckpointError, KeyView, LazyStateDict, load_network
 from .ops import cast_like
 
 SNAKE_EPS = 1e-9
@@ -234,40 +234,17 @@ def fuse_weight_norm(g: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return v * (g.float() / norm)
 
 
-class WeightNormFused(Mapping[str, torch.Tensor]):
-    """Read-only view of a checkpoint where ``x.weight_g`` + ``x.weight_v`` appear as ``x.weight``.
-
-    Checkpoints with fused weights pass through unchanged.
-    """
-
-    def __init__(self, weights: LazyStateDict):
-        self.weights = weights
-        self.prefixes = {key[: -len("_g")]: key[: -len("weight_g")] for key in weights if key.endswith(".weight_g")}
-        for prefix in self.prefixes.values():
+def fused_weight_norm_view(weights: LazyStateDict) -> Mapping[str, torch.Tensor]:
+    """The checkpoint with every ``x.weight_g`` + ``x.weight_v`` pair seen as ``x.weight``
+    (fused on access); checkpoints with fused weights pass through unchanged."""
+    sources = {key: (key,) for key in weights if not key.endswith((".weight_g", ".weight_v"))}
+    for key in weights:
+        if key.endswith(".weight_g"):
+            prefix = key[: -len("weight_g")]
             if prefix + "weight_v" not in weights:
-                raise CheckpointError(f"{weights.source(prefix + 'weight_g')}: {prefix}weight_g has no {prefix}weight_v.")
-        plain = [key for key in weights if not key.endswith((".weight_g", ".weight_v"))]
-        self.keys_in_order = dict.fromkeys(plain + list(self.prefixes))
-
-    def __getitem__(self, key: str) -> torch.Tensor:
-        if key not in self.keys_in_order:
-            raise KeyError(key)
-        if key in self.prefixes:
-            prefix = self.prefixes[key]
-            return fuse_weight_norm(self.weights[prefix + "weight_g"], self.weights[prefix + "weight_v"])
-        return self.weights[key]
-
-    def __contains__(self, key: object) -> bool:  # without reading (and fusing) the tensor
-        return key in self.keys_in_order
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.keys_in_order)
-
-    def __len__(self) -> int:
-        return len(self.keys_in_order)
-
-    def shape(self, key: str) -> tuple[int, ...]:
-        return self.weights.shape(self.prefixes[key] + "weight_v" if key in self.prefixes else key)
+                raise CheckpointError(f"{weights.source(key)}: {key} has no {prefix}weight_v.")
+            sources[prefix + "weight"] = (key, prefix + "weight_v")
+    return KeyView(weights, sources, fuse_weight_norm)
 
 
 def load_audio_vae(
@@ -280,4 +257,4 @@ def load_audio_vae(
 ) -> DAC:
     """Load ``audio_vae/`` (``config.json`` + safetensors, fused or weight-norm keys) as a :class:`DAC`."""
     return load_network(DAC, DACConfig, path, config=config, dtype=dtype, device=device, operations=operations,
-                        convert=WeightNormFused)
+                        convert=fused_weight_norm_view)

@@ -97,6 +97,37 @@ class LazyStateDict(Mapping[str, torch.Tensor]):
         return self._source[key]
 
 
+class KeyView(Mapping[str, torch.Tensor]):
+    """Read-only view of a lazy checkpoint under the module's key names.
+
+    ``sources`` maps each module key to the file keys it is read from: one key is a rename, several
+    are combined by ``combine(*tensors)`` (for example legacy weight-norm pairs). The result has the
+    shape of the last source. Nothing is read until a key is accessed.
+    """
+
+    def __init__(self, weights: LazyStateDict, sources: Mapping[str, tuple[str, ...]],
+                 combine: Callable[..., torch.Tensor] | None = None):
+        self.weights = weights
+        self.sources = dict(sources)
+        self.combine = combine
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        tensors = [self.weights[source] for source in self.sources[key]]
+        return tensors[0] if len(tensors) == 1 else self.combine(*tensors)  # type: ignore[misc]
+
+    def __contains__(self, key: object) -> bool:  # without reading the tensor
+        return key in self.sources
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.sources)
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return self.weights.shape(self.sources[key][-1])
+
+
 def _is_matmul_weight(module: nn.Module, name: str) -> bool:
     return name == "weight" and isinstance(module, nn.Linear)
 

@@ -16,7 +16,7 @@ import html
 import math
 import re
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import ftfy
 import torch
@@ -26,7 +26,7 @@ from tokenizers.processors import TemplateProcessing
 from torch import nn
 
 from .config import ConfigBase, ConfigError
-from .loading import LazyStateDict, load_network
+from .loading import KeyView, LazyStateDict, load_network
 from .ops import cast_like
 
 MAX_SEQUENCE_LENGTH = 512
@@ -263,36 +263,13 @@ class UMT5Encoder(nn.Module):
         return self.encoder(x, mask_bias)
 
 
-class RenamedKeys(Mapping[str, torch.Tensor]):
-    """Read-only view of a lazy checkpoint under other key names (``new -> file key``)."""
-
-    def __init__(self, weights: LazyStateDict, file_key: dict[str, str]):
-        self.weights = weights
-        self.file_key = file_key
-
-    def __getitem__(self, key: str) -> torch.Tensor:
-        return self.weights[self.file_key[key]]
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.file_key
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.file_key)
-
-    def __len__(self) -> int:
-        return len(self.file_key)
-
-    def shape(self, key: str) -> tuple[int, ...]:
-        return self.weights.shape(self.file_key[key])
-
-
 def embedding_under_shared_name(weights: LazyStateDict) -> Mapping[str, torch.Tensor]:
     """Files may name the (tied) token table ``shared.weight``, ``encoder.embed_tokens.weight`` or both."""
     if ALTERNATIVE_EMBEDDING_KEY not in weights:
         return weights
-    renamed = {k: k for k in weights if k != ALTERNATIVE_EMBEDDING_KEY}
-    renamed.setdefault(EMBEDDING_KEY, ALTERNATIVE_EMBEDDING_KEY)
-    return RenamedKeys(weights, renamed)
+    sources = {k: (k,) for k in weights if k != ALTERNATIVE_EMBEDDING_KEY}
+    sources.setdefault(EMBEDDING_KEY, (ALTERNATIVE_EMBEDDING_KEY,))
+    return KeyView(weights, sources)
 
 
 def load_umt5_encoder(
