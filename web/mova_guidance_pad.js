@@ -1,0 +1,245 @@
+// MOVA Sampler: a 2-D guidance pad (x = text CFG, y = bridge CFG) bound to the node's own
+// `text_cfg` and `bridge_cfg` widgets. The pad stores nothing itself (it is not serialised):
+// the workflow keeps the two numbers in the normal widget values, and the pad only reads and
+// writes them, so workflows stay loadable and runnable without this extension.
+import { app } from "../../scripts/app.js";
+
+import {
+  BRIDGE_AXIS, PRESETS, TEXT_AXIS, axisFromWidgetOptions, describeValues, formatValue, keyToValues,
+  matchingPreset, officialValues, pointerToPosition, positionToValues, presetValues, snapValues, ticks,
+  valuesToPosition,
+} from "./lib/guidance.js";
+import {
+  chainMethod, commitGraphChange, el, ensureStylesheet, findWidget, forwardWheelToCanvas, isWidgetLinked,
+  setWidgetValue, svg,
+} from "./lib/comfy_dom.js";
+
+const NODE_CLASS = "MOVASampler";
+const PAD_WIDGET_NAME = "guidance_pad";
+const PAD_MIN_HEIGHT = 250;
+const PAD_MAX_HEIGHT = 420;
+const NODE_MIN_WIDTH = 360;
+const KEY_HELP = "Arrow keys: left/right text CFG, up/down bridge CFG (Shift: x10). "
+  + "Page Up/Down: bridge CFG by 1. Home: official default. 1-3: presets.";
+
+function percent(fraction) {
+  return `${(fraction * 100).toFixed(3)}%`;
+}
+
+/** The pad of one MOVA Sampler node: DOM, pointer and keyboard handling, widget sync. */
+class GuidancePad {
+  constructor(node, textWidget, bridgeWidget) {
+    this.node = node;
+    this.widgets = { text: textWidget, bridge: bridgeWidget };
+    this.lastRendered = "";
+    this.dragging = false;
+    this.element = this.build();
+  }
+
+  get axes() {
+    return {
+      text: axisFromWidgetOptions(this.widgets.text.options, TEXT_AXIS),
+      bridge: axisFromWidgetOptions(this.widgets.bridge.options, BRIDGE_AXIS),
+    };
+  }
+
+  get values() {
+    return { text: Number(this.widgets.text.value), bridge: Number(this.widgets.bridge.value) };
+  }
+
+  get locked() {
+    return { text: isWidgetLinked(this.node, TEXT_AXIS.name), bridge: isWidgetLinked(this.node, BRIDGE_AXIS.name) };
+  }
+
+  build() {
+    this.readout = el("span.mova-gpad__readout", { "aria-hidden": "true" });
+    this.presetName = el("span.mova-gpad__preset-name", { "aria-hidden": "true" });
+    const head = el("div.mova-gpad__head", {},
+      el("span.mova-gpad__title", { text: "Guidance" }), this.presetName, this.readout);
+
+    this.handle = el("div.mova-gpad__handle", { "aria-hidden": "true" });
+    this.defaultMarker = el("div.mova-gpad__default", { "aria-hidden": "true", title: "Official default" },
+      el("span.mova-gpad__default-label", { text: "official" }));
+    this.grid = svg("svg", { class: "mova-gpad__grid", viewBox: "0 0 100 100", preserveAspectRatio: "none",
+      "aria-hidden": "true" });
+    const helpId = `mova-gpad-help-${Math.random().toString(36).slice(2, 10)}`;
+    this.plot = el("div.mova-gpad__plot", {
+      tabindex: 0, role: "slider", "aria-roledescription": "2D slider", "aria-label": "Text CFG and bridge CFG",
+      "aria-describedby": helpId, "aria-keyshortcuts": "ArrowLeft ArrowRight ArrowUp ArrowDown PageUp PageDown Home 1 2 3",
+    },
+    this.grid,
+    el("span.mova-gpad__corner.mova-gpad__corner--top", { text: "↑ bridge CFG · tighter sync", "aria-hidden": "true" }),
+    el("span.mova-gpad__corner.mova-gpad__corner--right", { text: "text CFG →", "aria-hidden": "true" }),
+    this.defaultMarker, this.handle);
+    this.xTicks = el("div.mova-gpad__ticks.mova-gpad__ticks--x", { "aria-hidden": "true" });
+    this.yTicks = el("div.mova-gpad__ticks.mova-gpad__ticks--y", { "aria-hidden": "true" });
+    const body = el("div.mova-gpad__body", {}, this.yTicks, this.plot, el("span"), this.xTicks);
+
+    this.presetButtons = PRESETS.map((preset, index) => {
+      const button = el("button.mova-gpad__preset", {
+        type: "button", title: `${preset.hint} (key ${index + 1})`, "aria-pressed": "false",
+        "data-preset": preset.id,
+      }, el("span.mova-gpad__preset-label", { text: preset.label }),
+      el("span.mova-gpad__preset-values", { text: `${preset.text.toFixed(1)} / ${preset.bridge.toFixed(1)}` }));
+      button.addEventListener("click", () => this.apply(presetValues(preset, this.axes), true));
+      return button;
+    });
+    const presets = el("div.mova-gpad__presets", { role: "group", "aria-label": "Guidance presets" },
+      ...this.presetButtons);
+    const help = el("span.mova-visually-hidden", { id: helpId, text: KEY_HELP });
+
+    const root = el("div.mova-gpad", { "data-node-class": NODE_CLASS }, head, body, presets, help);
+    this.attachPointer();
+    this.plot.addEventListener("keydown", (event) => this.onKeyDown(event));
+    forwardWheelToCanvas(app, root);
+    return root;
+  }
+
+  drawGrid() {
+    const { text, bridge } = this.axes;
+    const key = `${text.min}:${text.max}:${bridge.min}:${bridge.max}`;
+    if (this.gridKey === key) return;
+    this.gridKey = key;
+    this.grid.replaceChildren();
+    this.xTicks.replaceChildren();
+    this.yTicks.replaceChildren();
+    for (const value of ticks(text, 4)) {
+      const x = ((value - text.min) / (text.max - text.min)) * 100;
+      this.grid.append(svg("line", { x1: x, x2: x, y1: 0, y2: 100, class: "mova-gpad__line" }));
+      this.xTicks.append(el("span", { text: String(value), style: `left:${x}%` }));
+    }
+    for (const value of ticks(bridge, 4)) {
+      const y = 100 - ((value - bridge.min) / (bridge.max - bridge.min)) * 100;
+      this.grid.append(svg("line", { x1: 0, x2: 100, y1: y, y2: y, class: "mova-gpad__line" }));
+      this.yTicks.append(el("span", { text: String(value), style: `top:${y}%` }));
+    }
+    const official = valuesToPosition(officialValues(this.axes), this.axes);
+    // Bridge CFG = official value (1.0): the cross-modal term is left as trained (no extra pass).
+    this.grid.append(svg("line", {
+      x1: 0, x2: 100, y1: official.y * 100, y2: official.y * 100, class: "mova-gpad__line mova-gpad__line--neutral",
+    }));
+    this.defaultMarker.style.left = percent(official.x);
+    this.defaultMarker.style.top = percent(official.y);
+  }
+
+  /** Write values into the widgets (locked = linked axes keep theirs), then redraw. */
+  apply(values, commit) {
+    const locked = this.locked;
+    const next = snapValues({
+      text: locked.text ? this.values.text : values.text,
+      bridge: locked.bridge ? this.values.bridge : values.bridge,
+    }, this.axes);
+    setWidgetValue(app, this.node, this.widgets.text, next.text);
+    setWidgetValue(app, this.node, this.widgets.bridge, next.bridge);
+    this.render();
+    if (commit) commitGraphChange(app, this.node);
+    else this.node.setDirtyCanvas?.(true, false);
+  }
+
+  /** Redraw when the widgets changed by any route (typing, dragging the number, undo, load). */
+  sync() {
+    const { text, bridge } = this.values;
+    const locked = this.locked;
+    const key = `${text}|${bridge}|${locked.text}|${locked.bridge}`;
+    if (key !== this.lastRendered) this.render();
+  }
+
+  render() {
+    const axes = this.axes;
+    const raw = this.values;
+    const values = snapValues(raw, axes);
+    const locked = this.locked;
+    this.lastRendered = `${raw.text}|${raw.bridge}|${locked.text}|${locked.bridge}`;
+    this.drawGrid();
+    const position = valuesToPosition(values, axes);
+    this.handle.style.left = percent(position.x);
+    this.handle.style.top = percent(position.y);
+    this.readout.textContent = `${formatValue(values.text, axes.text)} / ${formatValue(values.bridge, axes.bridge)}`;
+    const preset = matchingPreset(values, axes);
+    this.presetName.textContent = preset ? preset.label : "Custom";
+    this.presetName.classList.toggle("is-custom", !preset);
+    for (const button of this.presetButtons) {
+      button.setAttribute("aria-pressed", String(button.dataset.preset === preset?.id));
+    }
+    const description = describeValues(values, axes);
+    this.plot.setAttribute("aria-valuenow", String(values.text));
+    this.plot.setAttribute("aria-valuemin", String(axes.text.min));
+    this.plot.setAttribute("aria-valuemax", String(axes.text.max));
+    this.plot.setAttribute("aria-valuetext", description);
+    this.plot.title = `${description}\n${KEY_HELP}`;
+    const lockedNames = [locked.text && "text CFG", locked.bridge && "bridge CFG"].filter(Boolean);
+    this.element.classList.toggle("is-locked", lockedNames.length === 2);
+    this.element.dataset.locked = lockedNames.join(",");
+    this.plot.setAttribute("aria-disabled", String(lockedNames.length === 2));
+  }
+
+  attachPointer() {
+    const moveTo = (event) => {
+      const position = pointerToPosition(event.clientX, event.clientY, this.plot.getBoundingClientRect());
+      this.apply(positionToValues(position, this.axes), false);
+    };
+    this.plot.addEventListener("pointerdown", (event) => {
+      if (event.button !== 0) return;
+      event.preventDefault();
+      event.stopPropagation();
+      this.plot.focus({ preventScroll: true });
+      this.plot.setPointerCapture?.(event.pointerId);
+      this.dragging = true;
+      this.element.classList.add("is-dragging");
+      moveTo(event);
+    });
+    this.plot.addEventListener("pointermove", (event) => {
+      if (this.dragging) moveTo(event);
+    });
+    const end = (event) => {
+      if (!this.dragging) return;
+      this.dragging = false;
+      this.element.classList.remove("is-dragging");
+      this.plot.releasePointerCapture?.(event.pointerId);
+      commitGraphChange(app, this.node);
+    };
+    this.plot.addEventListener("pointerup", end);
+    this.plot.addEventListener("pointercancel", end);
+    this.plot.addEventListener("lostpointercapture", end);
+  }
+
+  onKeyDown(event) {
+    const next = keyToValues(event.key, event, snapValues(this.values, this.axes), this.axes);
+    if (!next) return;
+    event.preventDefault();
+    event.stopPropagation(); // keep arrows/digits away from canvas shortcuts while the pad has focus
+    this.apply(next, true);
+  }
+}
+
+function addGuidancePad(node) {
+  if (typeof node.addDOMWidget !== "function") return; // front end without DOM widgets: numbers only
+  const textWidget = findWidget(node, TEXT_AXIS.name);
+  const bridgeWidget = findWidget(node, BRIDGE_AXIS.name);
+  if (!textWidget || !bridgeWidget || findWidget(node, PAD_WIDGET_NAME)) return;
+  ensureStylesheet();
+  const pad = new GuidancePad(node, textWidget, bridgeWidget);
+  const widget = node.addDOMWidget(PAD_WIDGET_NAME, "mova-guidance-pad", pad.element, {
+    serialize: false, // not in the API prompt
+    getValue: () => "",
+    setValue: () => {},
+    getMinHeight: () => PAD_MIN_HEIGHT,
+    getMaxHeight: () => PAD_MAX_HEIGHT,
+    onDraw: () => pad.sync(),
+  });
+  widget.serialize = false; // not in widgets_values: the numbers live in text_cfg / bridge_cfg
+  for (const numberWidget of [textWidget, bridgeWidget]) {
+    chainMethod(numberWidget, "callback", () => pad.sync());
+  }
+  node.movaGuidancePad = pad;
+  pad.render();
+  const size = node.computeSize?.();
+  if (size) node.setSize([Math.max(node.size[0], NODE_MIN_WIDTH), Math.max(node.size[1], size[1])]);
+}
+
+app.registerExtension({
+  name: "mova.GuidancePad",
+  nodeCreated(node) {
+    if (node.comfyClass === NODE_CLASS) addGuidancePad(node);
+  },
+});
