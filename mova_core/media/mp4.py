@@ -6,7 +6,7 @@ import math
 import numbers
 from fractions import Fraction
 from pathlib import Path
-from typing import Optional, Union
+from typing import Mapping, Optional, Union
 
 import av
 import numpy as np
@@ -50,6 +50,7 @@ def write_mp4(
     audio_bitrate: int = OFFICIAL_AUDIO_BITRATE,
     loudness: Optional[LoudnessTarget] = None,
     overwrite: bool = False,
+    metadata: Optional[Mapping[str, str]] = None,
 ) -> Path:
     """Encode a clip as MP4 (H.264 yuv420p + AAC); return the path written.
 
@@ -63,6 +64,8 @@ def write_mp4(
     crf / preset: libx264 quality (0 = lossless .. 51; default 5 = the official imageio quality 9) and speed.
     loudness: optional normalisation of the (trimmed) audio; off by default like the official output.
     overwrite: False (default) never replaces an existing file; the clip goes to `unique_path(path)`.
+    metadata: optional container tags (for example ComfyUI's "prompt"/"workflow" JSON), written with
+        ``movflags=use_metadata_tags`` so players and ComfyUI can read them back.
     """
     video = check_video(video)
     rate = frame_rate(fps)
@@ -77,7 +80,9 @@ def write_mp4(
         samples = np.clip(apply_loudness_target(samples, sample_rate, loudness), -1.0, 1.0).astype(np.float32)
 
     def write(temp: Path) -> None:
-        with av.open(str(temp), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
+        movflags = "+faststart+use_metadata_tags" if metadata else "+faststart"
+        with av.open(str(temp), mode="w", format="mp4", options={"movflags": movflags}) as container:
+            container.metadata.update(metadata or {})
             video_stream = _add_video_stream(container, video, rate, crf, preset)
             audio_stream = None
             if samples is not None:

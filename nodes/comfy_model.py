@@ -1,0 +1,201 @@
+"""MOVA_MODEL: the MOVA networks under ComfyUI's memory management.
+
+``video_dit``, ``video_dit_2`` and the audio DiT + bridge each sit in their own ``ModelPatcher``
+(built from ``comfy.ops`` layers), so ``load_models_gpu`` loads only the active expert, streams
+weights in low-VRAM mode and applies LoRA patches; the VAEs and the (lazily loaded) umT5 have
+patchers too. :meth:`MovaModel.clone` clones the DiT patchers only: LoRAs added to a clone never
+touch the base model's patches, and the weights themselves are shared.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import comfy.latent_formats
+import comfy.model_management as mm
+import comfy.model_patcher
+import comfy.ops
+
+from ..mova_core.attention import register_backend
+from ..mova_core.audio_vae import load_audio_vae
+from ..mova_core.bridge import load_bridge
+from ..mova_core.config import ModelIndex, SchedulerConfig
+from ..mova_core.dit import DiTTower, load_dit
+from ..mova_core.pipeline import MovaPipeline
+from ..mova_core.sampler import HIGH_NOISE_EXPERT, LOW_NOISE_EXPERT
+from ..mova_core.scheduler import FlowMatchPairScheduler
+from ..mova_core.text_encoder import TextEncoder, load_text_encoder
+from ..mova_core.video_vae import load_video_vae
+from .lora_patches import AUDIO_PATCHER
+
+STORAGE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp8_e4m3fn": torch.float8_e4m3fn, "fp32": torch.float32}
+COMFY_ATTENTION = "comfy"
+
+
+def _comfy_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``[B, L, H, D]`` attention through ComfyUI's optimized attention (honours --use-sage-attention etc.)."""
+    from comfy.ldm.modules import attention
+
+    heads, head_dim = q.shape[2], q.shape[3]
+    out = attention.optimized_attention(q.flatten(2), k.flatten(2), v.flatten(2), heads)
+    return out.unflatten(-1, (heads, head_dim))
+
+
+def register_comfy_attention() -> None:
+    """Make ``attention="comfy"`` available to mova_core's layers."""
+    register_backend(COMFY_ATTENTION, _comfy_attention)
+
+
+def compute_dtype(storage: torch.dtype, device: torch.device) -> torch.dtype:
+    """Activation dtype for weights stored as ``storage`` on ``device`` (bf16 where fast, else fp16/fp32)."""
+    if storage == torch.float32:
+        return torch.float32
+    if mm.should_use_bf16(device):
+        return torch.bfloat16
+    if storage == torch.float16 and mm.should_use_fp16(device):
+        return torch.float16
+    return torch.float32
+
+
+def operations(storage: torch.dtype):
+    """comfy.ops layers: plain for float32 weights; casting for every other storage (see the facts file)."""
+    return comfy.ops.disable_weight_init if storage == torch.float32 else comfy.ops.manual_cast
+
+
+class DiffusionWrapper(torch.nn.Module):
+    """What ComfyUI expects inside a ModelPatcher: the network as ``diffusion_model`` (+ its latent format)."""
+
+    def __init__(self, diffusion_model: torch.nn.Module, latent_format: Any = None):
+        super().__init__()
+        self.diffusion_model = diffusion_model
+        self.latent_format = latent_format
+
+
+class AudioTower(torch.nn.Module):
+    """The audio DiT and the bridge, loaded and patched together (both run at every model pass)."""
+
+    def __init__(self, audio_dit: DiTTower, bridge: torch.nn.Module):
+        super().__init__()
+        self.audio_dit = audio_dit
+        self.dual_tower_bridge = bridge
+
+
+def _patcher(module: torch.nn.Module, load_device: torch.device, offload_device: torch.device,
+             latent_format: Any = None) -> comfy.model_patcher.ModelPatcher:
+    patcher_class = getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)
+    return patcher_class(DiffusionWrapper(module, latent_format), load_device=load_device, offload_device=offload_device)
+
+
+class _SharedParts:
+    """Parts every clone of a MovaModel shares: the VAEs' patchers and the lazily loaded umT5."""
+
+    def __init__(self, root: Path, pipeline: MovaPipeline, storage: torch.dtype, compute: torch.dtype):
+        self.root = root
+        self.storage = storage
+        self.compute = compute
+        self.video_vae = _patcher(pipeline.video_vae, mm.vae_device(), mm.vae_offload_device())
+        self.audio_vae = _patcher(pipeline.audio_vae, mm.vae_device(), mm.vae_offload_device())
+        self.text_encoder: comfy.model_patcher.ModelPatcher | None = None
+
+
+class MovaModel:
+    """The value of a MOVA_MODEL socket."""
+
+    def __init__(self, pipeline: MovaPipeline, patchers: dict[str, comfy.model_patcher.ModelPatcher], shared: _SharedParts):
+        self.pipeline = pipeline
+        self.patchers = patchers
+        self._shared = shared
+
+    @property
+    def root(self) -> Path:
+        return self._shared.root
+
+    @property
+    def load_device(self) -> torch.device:
+        return self.patchers[HIGH_NOISE_EXPERT].load_device
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """Activation dtype of the DiTs (and of the video VAE)."""
+        return self._shared.compute
+
+    @property
+    def text_dim(self) -> int:
+        return self.pipeline.experts[HIGH_NOISE_EXPERT].config.text_dim
+
+    def clone(self) -> "MovaModel":
+        """A MovaModel with its own DiT patch lists (for LoRAs), sharing weights and everything else."""
+        return MovaModel(self.pipeline, {name: patcher.clone() for name, patcher in self.patchers.items()}, self._shared)
+
+    def load_expert(self, expert: str, memory_required: int) -> None:
+        """Bring ``expert`` and the audio tower onto the device (ComfyUI offloads or streams the rest)."""
+        mm.load_models_gpu([self.patchers[expert], self.patchers[AUDIO_PATCHER]], memory_required=memory_required)
+
+    def load_video_vae(self, memory_required: int = 0) -> None:
+        mm.load_models_gpu([self._shared.video_vae], memory_required=memory_required)
+
+    def load_audio_vae(self, memory_required: int = 0) -> None:
+        mm.load_models_gpu([self._shared.audio_vae], memory_required=memory_required)
+
+    def text_encoder(self) -> TextEncoder:
+        """The folder's umT5 (read on first use), loaded onto the text-encoder device."""
+        shared = self._shared
+        if shared.text_encoder is None:
+            folder = shared.root / "text_encoder"
+            if not folder.is_dir() or not (shared.root / "tokenizer").is_dir():
+                raise FileNotFoundError(
+                    f"mova_model: {shared.root} has no text_encoder/ and tokenizer/ folders, so MOVA Text Encode "
+                    "cannot run. Download them with the model, or encode prompts with CLIPLoader(type='wan') + "
+                    "CLIPTextEncode and connect the negative prompt explicitly.")
+            storage = torch.bfloat16 if shared.storage == torch.float16 else shared.storage
+            self.pipeline.text_encoder = load_text_encoder(
+                folder, dtype=storage, device=mm.text_encoder_offload_device(), operations=operations(storage))
+            shared.text_encoder = _patcher(self.pipeline.text_encoder.model, mm.text_encoder_device(),
+                                           mm.text_encoder_offload_device())
+        mm.load_models_gpu([shared.text_encoder])
+        return self.pipeline.text_encoder
+
+
+def load_mova_model(root: Path, weight_dtype: str, attention: str) -> MovaModel:
+    """Read an official MOVA folder into patchers (weights land on ComfyUI's offload device)."""
+    storage = STORAGE_DTYPES[weight_dtype]
+    load_device, offload = mm.get_torch_device(), mm.unet_offload_device()
+    compute = compute_dtype(storage, load_device)
+    ops = operations(storage)
+    dit_args = dict(dtype=storage, device=offload, operations=ops, attention_backend=attention)
+    towers = {name: load_dit(root / name, **dit_args) for name in (HIGH_NOISE_EXPERT, LOW_NOISE_EXPERT, "audio_dit")}
+    for tower in towers.values():
+        tower.compute_dtype_override = compute
+    vae_storage = torch.bfloat16 if storage == torch.float8_e4m3fn else storage
+    vae_args = dict(dtype=vae_storage, device=mm.vae_offload_device(), operations=operations(vae_storage))
+    pipeline = MovaPipeline(
+        video_dit=towers[HIGH_NOISE_EXPERT], video_dit_2=towers[LOW_NOISE_EXPERT], audio_dit=towers["audio_dit"],
+        bridge=load_bridge(root / "dual_tower_bridge", **dit_args),
+        video_vae=load_video_vae(root / "video_vae", compute_dtype=compute, **vae_args),
+        audio_vae=load_audio_vae(root / "audio_vae", **vae_args),
+        text_encoder=None,  # read on first use: many workflows encode with CLIPLoader instead
+        scheduler=FlowMatchPairScheduler(SchedulerConfig.from_file(root / "scheduler" / "scheduler_config.json")),
+        model_index=ModelIndex.from_file(root / "model_index.json"),
+        device=load_device,
+    )
+    video_format = comfy.latent_formats.Wan21()
+    patchers = {
+        HIGH_NOISE_EXPERT: _patcher(pipeline.experts[HIGH_NOISE_EXPERT], load_device, offload, video_format),
+        LOW_NOISE_EXPERT: _patcher(pipeline.experts[LOW_NOISE_EXPERT], load_device, offload, video_format),
+        AUDIO_PATCHER: _patcher(AudioTower(pipeline.audio_dit, pipeline.bridge), load_device, offload),
+    }
+    return MovaModel(pipeline, patchers, _SharedParts(root, pipeline, storage, compute))
+
+
+def activation_memory(model: MovaModel, video_shape: tuple[int, ...], audio_shape: tuple[int, ...]) -> int:
+    """Bytes to keep free for one joint model pass (ComfyUI's DiT heuristic: latent area x width)."""
+    pipeline = model.pipeline
+    dtype_size = torch.finfo(model.compute_dtype).bits // 8
+    video_dim = pipeline.experts[HIGH_NOISE_EXPERT].config.dim
+    audio_dim = pipeline.audio_dit.config.dim
+    video_area = video_shape[0] * int(torch.Size(video_shape[2:]).numel())
+    audio_area = audio_shape[0] * int(torch.Size(audio_shape[2:]).numel())
+    return int((video_area * video_dim + audio_area * audio_dim) / 2222 * dtype_size * 0.01 * 1024 * 1024)

@@ -1,0 +1,147 @@
+"""Sampling and decoding of MOVA clips inside ComfyUI (progress, previews, interrupts, memory)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+import comfy.model_management as mm
+import latent_preview
+
+from ..mova_core.conditioning import image_condition, prepare_reference_image
+from ..mova_core.media import normalize_loudness
+from ..mova_core.pipeline import OFFICIAL_NEGATIVE_PROMPT, velocity_model
+from ..mova_core.sampler import HIGH_NOISE_EXPERT, Guidance, StepInfo, sample
+from .comfy_model import MovaModel, activation_memory
+from .conditioning import embeddings_from_conditioning
+from .latents import audio_latent, clip_info, latent_samples, video_latent
+from .widgets import clip_problem
+
+log = logging.getLogger(__name__)
+_VAE_BYTES_PER_PIXEL = 96 * 4 * 6  # widest decoder stage x fp32 x live activations per frame chunk
+
+
+@dataclass(frozen=True)
+class ClipSettings:
+    """The sampler's widgets."""
+
+    width: int
+    height: int
+    frames: int
+    fps: float
+    steps: int
+    seed: int
+    text_cfg: float
+    bridge_cfg: float
+    video_shift: float
+    audio_shift: float
+    boundary: float
+
+
+def seeded_noise(seed: int, video_shape: tuple[int, ...], audio_shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The official draw order on a CPU generator (video, then audio): a seed gives the same clip on any device."""
+    generator = torch.Generator("cpu").manual_seed(seed)
+    video = torch.randn(video_shape, generator=generator, dtype=torch.float32)
+    return video, torch.randn(audio_shape, generator=generator, dtype=torch.float32)
+
+
+def _vae_memory(height: int, width: int) -> int:
+    return height * width * _VAE_BYTES_PER_PIXEL
+
+
+def _negative(model: MovaModel, negative: Any) -> torch.Tensor:
+    if negative is not None:
+        return embeddings_from_conditioning(negative, model.text_dim, "negative")
+    return model.text_encoder().encode(OFFICIAL_NEGATIVE_PROMPT).float()
+
+
+def _shifts(model: MovaModel, settings: ClipSettings) -> tuple[float | None, float | None]:
+    if model.pipeline.scheduler.config.exponential_shift:
+        log.warning("MOVA Sampler: this scheduler derives its shift from exponential_shift_mu; "
+                    "video_shift/audio_shift are ignored.")
+        return None, None
+    return settings.video_shift, settings.audio_shift
+
+
+def sample_clip(model: MovaModel, positive: Any, negative: Any, start_image: torch.Tensor | None,
+                settings: ClipSettings) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Video and audio LATENTs for ``settings``; every check runs before the first model pass."""
+    pipe = model.pipeline
+    s = settings
+    problem = clip_problem(s.width, s.height, s.frames, s.fps, s.steps, spatial_multiple=pipe.spatial_multiple,
+                           temporal_factor=pipe.video_vae.config.temporal_factor)
+    if problem:
+        raise ValueError(problem)
+    guidance = Guidance(text_cfg=s.text_cfg, bridge_cfg=s.bridge_cfg)
+    positive_context = embeddings_from_conditioning(positive, model.text_dim, "positive")
+    reference = prepare_reference_image(start_image, s.height, s.width, name="start_image")
+    negative_context = _negative(model, negative) if len(guidance.passes) > 1 else None
+    video_shape, audio_shape = pipe.latent_shapes(s.height, s.width, s.frames, s.fps)
+    video_noise, audio_noise = seeded_noise(s.seed, video_shape, audio_shape)
+    video_shift, audio_shift = _shifts(model, s)
+
+    model.load_video_vae(_vae_memory(s.height, s.width))
+    condition = image_condition(pipe.video_vae, reference, s.frames)
+    device = model.load_device
+    memory = activation_memory(model, video_shape, audio_shape)
+    velocity = velocity_model(pipe.experts, pipe.audio_dit, pipe.bridge, condition.to(device), s.fps)
+    loaded: list[str] = []
+
+    def expert_velocity(expert: str, *args, **kwargs):
+        if loaded[-1:] != [expert]:  # first pass of an expert: load it (ComfyUI frees what it must)
+            model.load_expert(expert, memory)
+            loaded.append(expert)
+        return velocity(expert, *args, **kwargs)
+
+    preview = latent_preview.prepare_callback(model.patchers[HIGH_NOISE_EXPERT], s.steps)
+
+    def on_step(info: StepInfo) -> None:
+        preview(info.index, info.video_denoised, info.video_latents, info.total)
+
+    video, audio = sample(
+        expert_velocity, pipe.scheduler, video_noise.to(device), audio_noise.to(device), positive_context.to(device),
+        None if negative_context is None else negative_context.to(device),
+        steps=s.steps, boundary_timestep=pipe.scheduler.boundary_timestep(s.boundary), guidance=guidance,
+        video_shift=video_shift, audio_shift=audio_shift, callback=on_step,
+        check_cancelled=mm.throw_exception_if_processing_interrupted,
+    )
+    output = mm.intermediate_device()
+    raw_video = pipe.video_vae.denormalize(video.float()).to(output)
+    return (video_latent(raw_video, fps=s.fps, frames=s.frames, height=s.height, width=s.width),
+            audio_latent(audio.float().to(output), sample_rate=pipe.audio_vae.sample_rate,
+                         num_samples=pipe.audio_num_samples(s.frames, s.fps), fps=s.fps, frames=s.frames))
+
+
+def decode_video(model: MovaModel, latent: Any, tile: tuple[int, int] | None) -> torch.Tensor:
+    """Video LATENT -> IMAGE ``[F, H, W, 3]``; ``tile`` = (size, overlap) in pixels for a tiled decode."""
+    vae = model.pipeline.video_vae
+    raw = latent_samples(latent, "video_latent", vae.config.z_dim, 5)
+    factor = vae.config.spatial_factor
+    height, width = (side * factor for side in raw.shape[-2:])
+    if tile is not None:
+        height, width = min(height, tile[0]), min(width, tile[0])
+    model.load_video_vae(_vae_memory(height, width))
+    tiling = {} if tile is None else {"tile_size": tile[0] // factor, "tile_overlap": tile[1] // factor}
+    pixels = vae.decode(raw.to(device=vae.device, dtype=vae.dtype), **tiling)
+    return (pixels[0].float() / 2 + 0.5).clamp(0, 1).permute(1, 2, 3, 0).to(mm.intermediate_device())
+
+
+def decode_audio(model: MovaModel, latent: Any, target_lufs: float | None) -> dict[str, Any]:
+    """Audio LATENT -> AUDIO ``{"waveform": [1, C, n], "sample_rate"}``, trimmed to the clip, optionally normalised."""
+    pipe = model.pipeline
+    latents = latent_samples(latent, "audio_latent", pipe.audio_vae.latent_dim, 3)
+    model.load_audio_vae()
+    waveform = pipe.decode_audio(latents)
+    num_samples = clip_info(latent).get("num_samples")
+    if num_samples is not None:
+        waveform = waveform[:, :num_samples]
+    sample_rate = pipe.audio_vae.sample_rate
+    if target_lufs is not None:
+        result = normalize_loudness(waveform, sample_rate, target_lufs=target_lufs)
+        if result.skipped_reason:
+            log.warning("MOVA Decode: loudness normalisation skipped: %s", result.skipped_reason)
+        waveform = result.audio
+    return {"waveform": waveform[None].float().cpu(), "sample_rate": sample_rate}

@@ -1,0 +1,81 @@
+"""Finding MOVA model folders under the ``models/mova`` search paths (no ComfyUI import).
+
+A MOVA model is a folder holding ``model_index.json`` and one sub-folder per component (the
+official Hugging Face layout). Folders are listed by their path relative to the search root,
+with ``/`` separators, so the same name works on every OS and in saved workflows.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable
+
+MODEL_INDEX = "model_index.json"
+REQUIRED_COMPONENTS = ("video_dit", "video_dit_2", "audio_dit", "dual_tower_bridge", "video_vae", "audio_vae", "scheduler")
+TEXT_COMPONENTS = ("text_encoder", "tokenizer")  # only MOVA Text Encode (and the default negative) need them
+MAX_DEPTH = 3  # models/mova/<org>/<name>/ is as deep as people nest
+
+
+def _is_model(folder: Path) -> bool:
+    return (folder / MODEL_INDEX).is_file()
+
+
+def _walk(root: Path, folder: Path, depth: int) -> Iterable[str]:
+    try:
+        children = sorted((entry for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith(".")),
+                          key=lambda entry: entry.name)
+    except OSError:  # unreadable or vanished folder: nothing to list there
+        return
+    for entry in children:
+        path = Path(entry.path)
+        if _is_model(path):
+            yield path.relative_to(root).as_posix()
+        elif depth < MAX_DEPTH:
+            yield from _walk(root, path, depth + 1)
+
+
+def find_model_folders(roots: Iterable[str | Path]) -> list[str]:
+    """Names of the model folders below ``roots`` (searched in order; a name found twice is listed once).
+
+    A model folder is not searched further (its component folders are not models); links are followed.
+    """
+    names: dict[str, None] = {}
+    for root in roots:
+        root = Path(root)
+        if root.is_dir():
+            names.update(dict.fromkeys(_walk(root, root, 1)))
+    return sorted(names)
+
+
+def resolve_model_folder(roots: Iterable[str | Path], name: str) -> Path:
+    """The folder ``name`` stands for (first root that has it); FileNotFoundError naming the fix."""
+    roots = [Path(root) for root in roots]
+    relative = Path(*name.split("/"))
+    if relative.is_absolute() or ".." in relative.parts:
+        raise FileNotFoundError(f"model_name={name!r}: give a folder name relative to models/mova, not a path.")
+    for root in roots:
+        if _is_model(root / relative):
+            return root / relative
+    available = find_model_folders(roots)
+    searched = ", ".join(str(root) for root in roots) or "(no models/mova folder registered)"
+    raise FileNotFoundError(
+        f"model_name={name!r}: no MOVA model folder with {MODEL_INDEX} there. Put the model folder "
+        f"(model_index.json, video_dit/, audio_dit/, ...) under one of: {searched}, then refresh; "
+        f"available: {available or 'none'}."
+    )
+
+
+def missing_components(folder: Path, *, with_text_encoder: bool = False) -> list[str]:
+    """Component sub-folders a MOVA folder lacks (the text encoder only when asked)."""
+    wanted = REQUIRED_COMPONENTS + (TEXT_COMPONENTS if with_text_encoder else ())
+    return [name for name in wanted if not (folder / name).is_dir()]
+
+
+def component_problem(folder: Path, name: str, *, with_text_encoder: bool = False) -> str | None:
+    """Message naming the missing component folders of model ``name``, or None when complete."""
+    missing = missing_components(folder, with_text_encoder=with_text_encoder)
+    if not missing:
+        return None
+    return (f"model_name={name!r}: the folder {folder} lacks {', '.join(f'{m}/' for m in missing)}; "
+            "download the complete MOVA checkpoint (all component folders next to model_index.json).")

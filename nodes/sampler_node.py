@@ -1,0 +1,55 @@
+"""MOVA Sampler."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from comfy_api.latest import io
+
+from .comfy_io import CATEGORY, MovaModelType, number_input
+from .comfy_model import MovaModel
+from .generation import ClipSettings, sample_clip
+from .widgets import SAMPLER, SEED_MAX, clip_problem
+
+_SLIDERS = ("text_cfg", "bridge_cfg")
+
+
+def _widget(name: str) -> io.Input:
+    return number_input(SAMPLER[name], **({"display_mode": io.NumberDisplay.slider} if name in _SLIDERS else {}))
+
+
+class MOVASampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        seed = io.Int.Input("seed", default=0, min=0, max=SEED_MAX, control_after_generate=True,
+                            tooltip="Noise seed; the same seed gives the same clip on any device.")
+        widgets = [*map(_widget, ("width", "height", "frames", "fps", "steps")), seed,
+                   *map(_widget, ("text_cfg", "bridge_cfg", "video_shift", "audio_shift", "boundary"))]
+        return io.Schema(
+            node_id="MOVASampler", display_name="MOVA Sampler", category=CATEGORY,
+            description="Generates video and audio latents together: two video experts switched at the boundary, the "
+                        "audio DiT and the bridge, with text CFG and bridge CFG. No start image = text to video+audio.",
+            inputs=[
+                MovaModelType.Input("mova_model"),
+                io.Conditioning.Input("positive"),
+                io.Conditioning.Input("negative", optional=True,
+                                      tooltip="None = the official MOVA negative prompt, encoded with the model's umT5."),
+                io.Image.Input("start_image", optional=True, tooltip="First frame (cropped to the aspect, resized). "
+                                                                     "None = T2VA from a white first frame."),
+                *widgets,
+            ],
+            outputs=[io.Latent.Output(display_name="video_latent"), io.Latent.Output(display_name="audio_latent")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, width: int | None, height: int | None, frames: int | None) -> bool | str:
+        if None in (width, height, frames):  # linked from another node: checked when the sampler runs
+            return True
+        return clip_problem(width, height, frames, SAMPLER["fps"].default, 1) or True
+
+    @classmethod
+    def execute(cls, mova_model: MovaModel, positive: Any, negative: Any = None, start_image: torch.Tensor | None = None,
+                **widgets: Any) -> io.NodeOutput:
+        video, audio = sample_clip(mova_model, positive, negative, start_image, ClipSettings(**widgets))
+        return io.NodeOutput(video, audio)
