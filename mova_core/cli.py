@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--image", type=Path, default=None, help="first frame (I2VA); omit for T2VA")
     generate.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16")
     generate.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    generate.add_argument("--offload", action="store_true",
+                          help="keep weights in host memory; only the networks in use go to the device")
     return parser
 
 
@@ -80,7 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from PIL import Image
 
         image = None if args.image is None else Image.open(args.image).convert("RGB")
-        pipe = MovaPipeline.from_pretrained(args.model, dtype=DTYPES[args.dtype], device=args.device)
+        pipe = MovaPipeline.from_pretrained(args.model, dtype=DTYPES[args.dtype], device=args.device,
+                                            offload=args.offload)
         path = _run(pipe, args, negative_prompt=args.negative_prompt, image=image)
     print(f"wrote {path} in {time.perf_counter() - started:.1f} s")
     return 0

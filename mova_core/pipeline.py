@@ -20,7 +20,7 @@ from .bridge import DualTowerBridge, load_bridge
 from .conditioning import ImageInput, image_condition, prepare_reference_image
 from .config import ModelIndex, SchedulerConfig
 from .dit import DiTTower, load_dit
-from .ops import operations_for
+from .offload import ModelPlacement
 from .joint import joint_forward
 from .media import LoudnessTarget, write_mp4
 from .sampler import HIGH_NOISE_EXPERT, LOW_NOISE_EXPERT, Guidance, StepInfo, VelocityModel, sample
@@ -104,7 +104,8 @@ class MovaPipeline:
 
     def __init__(self, *, video_dit: DiTTower, video_dit_2: DiTTower, audio_dit: DiTTower,
                  bridge: DualTowerBridge, video_vae: VideoVAE, audio_vae: DAC, text_encoder: TextEncoder,
-                 scheduler: FlowMatchPairScheduler, model_index: ModelIndex, device: torch.device | str = "cpu"):
+                 scheduler: FlowMatchPairScheduler, model_index: ModelIndex, device: torch.device | str = "cpu",
+                 offload: bool = False):
         self.experts = {HIGH_NOISE_EXPERT: video_dit, LOW_NOISE_EXPERT: video_dit_2}
         self.audio_dit = audio_dit
         self.bridge = bridge
@@ -114,34 +115,40 @@ class MovaPipeline:
         self.scheduler = scheduler
         self.model_index = model_index
         self.device = torch.device(device)
+        networks = {**self.experts, "audio_dit": audio_dit, "dual_tower_bridge": bridge, "video_vae": video_vae,
+                    "audio_vae": audio_vae, "text_encoder": text_encoder.model}
+        self.placement = ModelPlacement(networks, self.device) if offload else None
 
     @classmethod
     def from_pretrained(cls, path: str | Path, dtype: torch.dtype = torch.bfloat16, device: torch.device | str = "cpu",
-                        *, attention_backend: str = "sdpa") -> "MovaPipeline":
+                        *, attention_backend: str = "sdpa", offload: bool = False) -> "MovaPipeline":
         """Load an official MOVA folder (``model_index.json`` and one sub-folder per component).
 
         ``dtype`` is the weight dtype of the DiTs, bridge and text encoder (float8_e4m3fn: stored in
         fp8, computed in bf16); the VAEs use ``dtype`` too, except that fp8 keeps them in bf16.
+        ``offload=True`` keeps the weights in host memory and moves only the networks in use to
+        ``device`` (text encoder, then the active expert with the audio DiT and Bridge, then the VAEs).
         """
         root = Path(path)
+        load_device = "cpu" if offload else device
         if not (root / "model_index.json").is_file():
             raise FileNotFoundError(f"{root} is not a MOVA folder: model_index.json is missing. Point `path` at the "
                                     "folder that holds model_index.json, video_dit/, audio_dit/, ...")
         index = ModelIndex.from_file(root / "model_index.json")
         vae_dtype = torch.bfloat16 if dtype == torch.float8_e4m3fn else dtype
-        ops, vae_ops = operations_for(dtype), operations_for(vae_dtype)
-        dit_args = dict(dtype=dtype, device=device, attention_backend=attention_backend)
+        dit_args = dict(dtype=dtype, device=load_device, attention_backend=attention_backend)
         return cls(
             video_dit=load_dit(root / "video_dit", **dit_args),
             video_dit_2=load_dit(root / "video_dit_2", **dit_args),
             audio_dit=load_dit(root / "audio_dit", **dit_args),
             bridge=load_bridge(root / "dual_tower_bridge", **dit_args),
-            video_vae=load_video_vae(root / "video_vae", dtype=vae_dtype, device=device, operations=vae_ops),
-            audio_vae=load_audio_vae(root / "audio_vae", dtype=vae_dtype, device=device, operations=vae_ops),
-            text_encoder=load_text_encoder(root / "text_encoder", dtype=dtype, device=device, operations=ops),
+            video_vae=load_video_vae(root / "video_vae", dtype=vae_dtype, device=load_device),
+            audio_vae=load_audio_vae(root / "audio_vae", dtype=vae_dtype, device=load_device),
+            text_encoder=load_text_encoder(root / "text_encoder", dtype=dtype, device=load_device),
             scheduler=FlowMatchPairScheduler(SchedulerConfig.from_file(root / "scheduler" / "scheduler_config.json")),
             model_index=index,
             device=device,
+            offload=offload,
         )
 
     # -- geometry -------------------------------------------------------------------------------
@@ -164,6 +171,7 @@ class MovaPipeline:
     # -- generation -----------------------------------------------------------------------------
 
     def encode_prompt(self, prompt: str) -> torch.Tensor:
+        self._use("text_encoder")
         return self.text_encoder.encode([prompt])
 
     def generate(self, prompt: str, negative_prompt: str = "", image: ImageInput | None = None, height: int = 352,
@@ -187,10 +195,11 @@ class MovaPipeline:
         positive = self.encode_prompt(prompt)
         negative = self.encode_prompt(negative_prompt) if len(guidance.passes) > 1 else None
         reference = prepare_reference_image(image, height, width)
+        self._use("video_vae")
         condition = image_condition(self.video_vae, reference.to(self.device), num_frames)
         boundary = self.model_index.boundary_ratio if opts.boundary_ratio is None else opts.boundary_ratio
         video_latents, audio_latents = sample(
-            velocity_model(self.experts, self.audio_dit, self.bridge, condition, fps), self.scheduler, video_noise, audio_noise, positive, negative,
+            self._placed(velocity_model(self.experts, self.audio_dit, self.bridge, condition, fps)), self.scheduler, video_noise, audio_noise, positive, negative,
             steps=steps, boundary_timestep=self.scheduler.boundary_timestep(boundary), guidance=guidance,
             video_shift=opts.video_shift, audio_shift=opts.audio_shift, callback=callback,
             check_cancelled=opts.check_cancelled,
@@ -201,17 +210,32 @@ class MovaPipeline:
 
     def decode_video(self, latents: torch.Tensor, *, tile_size: int | None = None) -> torch.Tensor:
         """Normalised video latents ``[1, z, T, h, w]`` -> frames float32 ``[F, H, W, 3]`` in 0..1."""
+        self._use("video_vae")
         vae = self.video_vae
         pixels = vae.decode(vae.denormalize(latents.float()).to(device=vae.device, dtype=vae.dtype), tile_size=tile_size)
         return (pixels[0].float() / 2 + 0.5).clamp(0, 1).permute(1, 2, 3, 0).cpu()
 
     def decode_audio(self, latents: torch.Tensor) -> torch.Tensor:
         """Audio latents ``[1, Ca, La]`` -> waveform float32 ``[channels, La * hop]`` (not trimmed)."""
+        self._use("audio_vae")
         dac = self.audio_vae
         weight = next(dac.parameters())
         return dac.decode(latents.float().to(weight.device))[0].float().cpu()
 
     # -- internals ------------------------------------------------------------------------------
+
+    def _use(self, *names: str) -> None:
+        if self.placement is not None:
+            self.placement.use(*names)
+
+    def _placed(self, model: VelocityModel) -> VelocityModel:
+        """``model`` with the expert it is asked for (plus the audio DiT and Bridge) put on the device first."""
+
+        def velocity(expert: str, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+            self._use(expert, "audio_dit", "dual_tower_bridge")
+            return model(expert, *args, **kwargs)
+
+        return velocity
 
     @staticmethod
     def _options(options: dict[str, Any]) -> GenerationOptions:
