@@ -17,7 +17,7 @@ from ..mova_core.pipeline import OFFICIAL_NEGATIVE_PROMPT, velocity_model
 from ..mova_core.sampler import HIGH_NOISE_EXPERT, Guidance, StepInfo, sample
 from .comfy_model import MovaModel, activation_memory
 from .conditioning import embeddings_from_conditioning
-from .latents import audio_latent, clip_info, latent_samples, video_latent
+from .latents import audio_latent, clip_info, latent_samples, seeded_noise, video_latent
 from .widgets import clip_problem
 
 log = logging.getLogger(__name__)
@@ -39,13 +39,6 @@ class ClipSettings:
     video_shift: float
     audio_shift: float
     boundary: float
-
-
-def seeded_noise(seed: int, video_shape: tuple[int, ...], audio_shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The official draw order on a CPU generator (video, then audio): a seed gives the same clip on any device."""
-    generator = torch.Generator("cpu").manual_seed(seed)
-    video = torch.randn(video_shape, generator=generator, dtype=torch.float32)
-    return video, torch.randn(audio_shape, generator=generator, dtype=torch.float32)
 
 
 def _vae_memory(height: int, width: int) -> int:

@@ -40,3 +40,10 @@ def latent_samples(latent: Any, name: str, channels: int, ndim: int) -> torch.Te
 def clip_info(latent: dict[str, Any]) -> dict[str, Any]:
     """The clip settings stored by MOVA Sampler (empty for LATENTs from elsewhere)."""
     return dict(latent.get(MOVA_KEY, {}))
+
+
+def seeded_noise(seed: int, video_shape: tuple[int, ...], audio_shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The official draw order on a CPU generator (video, then audio): a seed gives the same clip on any device."""
+    generator = torch.Generator("cpu").manual_seed(seed)
+    video = torch.randn(video_shape, generator=generator, dtype=torch.float32)
+    return video, torch.randn(audio_shape, generator=generator, dtype=torch.float32)

@@ -8,7 +8,7 @@ with ``/`` separators, so the same name works on every OS and in saved workflows
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Iterable
 
 MODEL_INDEX = "model_index.json"
@@ -51,9 +51,10 @@ def find_model_folders(roots: Iterable[str | Path]) -> list[str]:
 def resolve_model_folder(roots: Iterable[str | Path], name: str) -> Path:
     """The folder ``name`` stands for (first root that has it); FileNotFoundError naming the fix."""
     roots = [Path(root) for root in roots]
-    relative = Path(*name.split("/"))
-    if relative.is_absolute() or ".." in relative.parts:
+    posix = PurePosixPath(name)
+    if posix.is_absolute() or Path(name).is_absolute() or ".." in posix.parts:
         raise FileNotFoundError(f"model_name={name!r}: give a folder name relative to models/mova, not a path.")
+    relative = Path(*posix.parts)
     for root in roots:
         if _is_model(root / relative):
             return root / relative

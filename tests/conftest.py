@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,22 @@ from safetensors.torch import load_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PARITY_DIR = REPO_ROOT.parent / "shared" / "parity" / "tiny-a"
+PACK_PACKAGE = "comfyui_mova_av"
+
+
+def _register_pack() -> None:
+    """Import the repository as the package ``comfyui_mova_av`` (as ComfyUI does, under another name), so
+    tests can import ``comfyui_mova_av.nodes.<module>``: the node modules reach mova_core relatively."""
+    if PACK_PACKAGE in sys.modules:
+        return
+    spec = importlib.util.spec_from_file_location(
+        PACK_PACKAGE, REPO_ROOT / "__init__.py", submodule_search_locations=[str(REPO_ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACK_PACKAGE] = module
+    spec.loader.exec_module(module)
+
+
+_register_pack()
 
 
 def parity_root() -> Path:
