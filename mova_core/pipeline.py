@@ -103,7 +103,7 @@ class MovaPipeline:
     """The official MOVA pipeline in pure PyTorch. Build it with :meth:`from_pretrained`."""
 
     def __init__(self, *, video_dit: DiTTower, video_dit_2: DiTTower, audio_dit: DiTTower,
-                 bridge: DualTowerBridge, video_vae: VideoVAE, audio_vae: DAC, text_encoder: TextEncoder,
+                 bridge: DualTowerBridge, video_vae: VideoVAE, audio_vae: DAC, text_encoder: TextEncoder | None,
                  scheduler: FlowMatchPairScheduler, model_index: ModelIndex, device: torch.device | str = "cpu",
                  offload: bool = False):
         self.experts = {HIGH_NOISE_EXPERT: video_dit, LOW_NOISE_EXPERT: video_dit_2}
@@ -116,7 +116,9 @@ class MovaPipeline:
         self.model_index = model_index
         self.device = torch.device(device)
         networks = {**self.experts, "audio_dit": audio_dit, "dual_tower_bridge": bridge, "video_vae": video_vae,
-                    "audio_vae": audio_vae, "text_encoder": text_encoder.model}
+                    "audio_vae": audio_vae}
+        if text_encoder is not None:  # None: prompts come as embeddings (an adapter may load it on demand)
+            networks["text_encoder"] = text_encoder.model
         self.placement = ModelPlacement(networks, self.device) if offload else None
 
     @classmethod
@@ -171,6 +173,9 @@ class MovaPipeline:
     # -- generation -----------------------------------------------------------------------------
 
     def encode_prompt(self, prompt: str) -> torch.Tensor:
+        if self.text_encoder is None:
+            raise ValueError("this pipeline was built without a text encoder (text_encoder=None); load the "
+                             "folder's text_encoder/ or pass prompt embeddings.")
         self._use("text_encoder")
         return self.text_encoder.encode([prompt])
 
