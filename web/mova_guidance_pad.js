@@ -7,7 +7,7 @@ import { app } from "../../scripts/app.js";
 import {
   BRIDGE_AXIS, PRESETS, TEXT_AXIS, axisFromWidgetOptions, describeValues, formatValue, keyToValues,
   matchingPreset, officialValues, pointerToPosition, positionToValues, presetValues, snapValues, ticks,
-  valuesToPosition,
+  toFraction, valuesToPosition,
 } from "./lib/guidance.js";
 import {
   chainMethod, commitGraphChange, el, ensureStylesheet, findWidget, forwardWheelToCanvas, isWidgetLinked,
@@ -69,7 +69,7 @@ class GuidancePad {
     },
     this.grid,
     el("span.mova-gpad__corner.mova-gpad__corner--top", { text: "↑ bridge CFG · tighter sync", "aria-hidden": "true" }),
-    el("span.mova-gpad__corner.mova-gpad__corner--right", { text: "text CFG →", "aria-hidden": "true" }),
+    el("span.mova-gpad__corner.mova-gpad__corner--right", { text: "text CFG · closer to prompt →", "aria-hidden": "true" }),
     this.defaultMarker, this.handle);
     this.xTicks = el("div.mova-gpad__ticks.mova-gpad__ticks--x", { "aria-hidden": "true" });
     this.yTicks = el("div.mova-gpad__ticks.mova-gpad__ticks--y", { "aria-hidden": "true" });
@@ -103,13 +103,13 @@ class GuidancePad {
     this.grid.replaceChildren();
     this.xTicks.replaceChildren();
     this.yTicks.replaceChildren();
-    for (const value of ticks(text, 4)) {
-      const x = ((value - text.min) / (text.max - text.min)) * 100;
+    for (const value of ticks(text)) {
+      const x = toFraction(value, text) * 100;
       this.grid.append(svg("line", { x1: x, x2: x, y1: 0, y2: 100, class: "mova-gpad__line" }));
       this.xTicks.append(el("span", { text: String(value), style: `left:${x}%` }));
     }
-    for (const value of ticks(bridge, 4)) {
-      const y = 100 - ((value - bridge.min) / (bridge.max - bridge.min)) * 100;
+    for (const value of ticks(bridge)) {
+      const y = 100 - toFraction(value, bridge) * 100;
       this.grid.append(svg("line", { x1: 0, x2: 100, y1: y, y2: y, class: "mova-gpad__line" }));
       this.yTicks.append(el("span", { text: String(value), style: `top:${y}%` }));
     }
@@ -120,6 +120,14 @@ class GuidancePad {
     }));
     this.defaultMarker.style.left = percent(official.x);
     this.defaultMarker.style.top = percent(official.y);
+    for (const dot of this.presetDots ?? []) dot.remove();
+    this.presetDots = PRESETS.filter((preset) => preset.id !== "official").map((preset) => {
+      const at = valuesToPosition(presetValues(preset, this.axes), this.axes);
+      return el("div.mova-gpad__preset-dot", {
+        "aria-hidden": "true", title: preset.label, style: `left:${percent(at.x)};top:${percent(at.y)}`,
+      });
+    });
+    this.handle.before(...this.presetDots);
   }
 
   /** Write values into the widgets (locked = linked axes keep theirs), then redraw. */

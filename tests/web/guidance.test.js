@@ -38,21 +38,37 @@ test("snap clamps to the range and lands exactly on the step grid", () => {
   assert.equal(snap(1, odd), 0.95, "never above max when max is off the grid");
 });
 
-test("fractions map linearly onto the range", () => {
+test("fractions follow the square-root scale: official text CFG mid-axis", () => {
   assert.equal(toFraction(0, TEXT_AXIS), 0);
   assert.equal(toFraction(20, TEXT_AXIS), 1);
-  assert.equal(toFraction(5, TEXT_AXIS), 0.25);
-  assert.equal(fromFraction(0.25, TEXT_AXIS), 5);
+  assert.equal(toFraction(5, TEXT_AXIS), 0.5);
+  assert.ok(Math.abs(toFraction(1, BRIDGE_AXIS) - Math.sqrt(0.1)) < 1e-12);
+  assert.equal(fromFraction(0.5, TEXT_AXIS), 5);
   assert.equal(fromFraction(1.7, BRIDGE_AXIS), 10);
   assert.equal(fromFraction(-1, BRIDGE_AXIS), 0);
   assert.equal(fromFraction(Number.NaN, BRIDGE_AXIS), 0);
+  const linear = { ...TEXT_AXIS, gamma: 1 };
+  assert.equal(toFraction(5, linear), 0.25);
+  assert.equal(fromFraction(0.25, linear), 5);
+  assert.equal(toFraction(5, { ...TEXT_AXIS, gamma: undefined }), 0.25, "no gamma = linear");
+});
+
+test("the root scale gives low values more room than high ones", () => {
+  const low = toFraction(2, BRIDGE_AXIS) - toFraction(0, BRIDGE_AXIS);
+  const high = toFraction(10, BRIDGE_AXIS) - toFraction(8, BRIDGE_AXIS);
+  assert.ok(low > 4 * high, `${low} vs ${high}`);
+  for (let f = 0; f <= 1; f += 0.01) {
+    assert.ok(fromFraction(f + 0.01, TEXT_AXIS) >= fromFraction(f, TEXT_AXIS), "monotonic");
+  }
 });
 
 test("pad position: x = text CFG to the right, y = bridge CFG upwards", () => {
-  assert.deepEqual(valuesToPosition({ text: 5, bridge: 1 }, AXES), { x: 0.25, y: 0.9 });
+  const official = valuesToPosition({ text: 5, bridge: 1 }, AXES);
+  assert.equal(official.x, 0.5);
+  assert.ok(Math.abs(official.y - (1 - Math.sqrt(0.1))) < 1e-12);
   assert.deepEqual(valuesToPosition({ text: 20, bridge: 10 }, AXES), { x: 1, y: 0 });
   assert.deepEqual(positionToValues({ x: 0, y: 1 }, AXES), { text: 0, bridge: 0 });
-  assert.deepEqual(positionToValues({ x: 0.5, y: 0.5 }, AXES), { text: 10, bridge: 5 });
+  assert.deepEqual(positionToValues({ x: 0.5, y: 0.5 }, AXES), { text: 5, bridge: 2.5 });
   for (const values of [{ text: 3.7, bridge: 8.2 }, { text: 0, bridge: 10 }, { text: 19.9, bridge: 0.1 }]) {
     assert.deepEqual(positionToValues(valuesToPosition(values, AXES), AXES), values, "round trip");
   }
@@ -122,8 +138,13 @@ test("formatting and the accessible description", () => {
   assert.equal(describeValues({ text: 6, bridge: 3 }, AXES), "Text CFG 6.0, bridge cfg 3.0");
 });
 
-test("ticks are round numbers spanning the range", () => {
-  assert.deepEqual(ticks(TEXT_AXIS, 4), [0, 5, 10, 15, 20]);
-  assert.deepEqual(ticks(BRIDGE_AXIS, 4), [0, 2.5, 5, 7.5, 10]);
-  assert.deepEqual(ticks({ min: 0.5, max: 3, step: 0.1 }, 4), [1, 2, 3]);
+test("ticks: min, max and spaced round numbers (powers of ten first, then 5s, then 2s)", () => {
+  assert.deepEqual(ticks(TEXT_AXIS), [0, 1, 5, 10, 20]);
+  assert.deepEqual(ticks(BRIDGE_AXIS), [0, 1, 5, 10]);
+  assert.deepEqual(ticks({ min: 0, max: 10, step: 0.1, gamma: 1 }), [0, 2, 5, 10]);
+  assert.deepEqual(ticks({ min: 0.5, max: 3, step: 0.1, gamma: 1 }), [0.5, 1, 2, 3]);
+  for (const axis of [TEXT_AXIS, BRIDGE_AXIS]) {
+    const at = ticks(axis).map((v) => toFraction(v, axis));
+    at.slice(1).forEach((f, i) => assert.ok(f - at[i] >= 0.15, `${axis.name} ticks too close`));
+  }
 });

@@ -1,16 +1,21 @@
 // Pure logic of the MOVA guidance pad: axes, value <-> pad mapping, clamping, presets and
 // keyboard steps. No DOM and no ComfyUI imports, so `node --test` can load it directly.
 //
-// The pad is a square: x = text CFG (left = 0, right = max), y = bridge CFG (bottom = 0,
+// The pad is a rectangle: x = text CFG (left = min, right = max), y = bridge CFG (bottom = min,
 // top = max). Positions are fractions in [0, 1] measured from the top-left corner, like the
 // screen; values are always snapped to the widget's step and clamped to its range.
+//
+// Axes are square-root scaled (`gamma` 2): guidance acts roughly multiplicatively and the useful
+// values sit low in the ranges (text 3..8 of 0..20, bridge 0.5..3 of 0..10), so a linear pad would
+// squeeze them into one corner. With the root scale the official text CFG 5 lands mid-pad and
+// bridge CFG 0..2 gets almost half the height, while the whole range stays reachable.
 
 /** Fallback axes = the fixed node contract; the live widget options override them. */
 export const TEXT_AXIS = Object.freeze({
-  name: "text_cfg", label: "Text CFG", min: 0, max: 20, step: 0.1, official: 5.0,
+  name: "text_cfg", label: "Text CFG", min: 0, max: 20, step: 0.1, official: 5.0, gamma: 2,
 });
 export const BRIDGE_AXIS = Object.freeze({
-  name: "bridge_cfg", label: "Bridge CFG", min: 0, max: 10, step: 0.1, official: 1.0,
+  name: "bridge_cfg", label: "Bridge CFG", min: 0, max: 10, step: 0.1, official: 1.0, gamma: 2,
 });
 
 // Presets. "Official" is the released MOVA setting: text CFG 5, bridge CFG 1 (= the plain
@@ -84,14 +89,15 @@ function clamp01(f) {
   return Math.min(1, Math.max(0, finiteOr(f, 0)));
 }
 
-/** Fraction of the axis range a value sits at (0 = min, 1 = max). */
+/** Where on the axis (0 = min, 1 = max) a value sits, on the axis' root scale. */
 export function toFraction(value, axis) {
-  return (snap(value, axis) - axis.min) / (axis.max - axis.min);
+  const linear = (snap(value, axis) - axis.min) / (axis.max - axis.min);
+  return linear ** (1 / (axis.gamma ?? 1));
 }
 
-/** The snapped value at a fraction of the axis range. */
+/** The snapped value at a fraction of the axis (inverse of {@link toFraction}). */
 export function fromFraction(fraction, axis) {
-  return snap(axis.min + clamp01(fraction) * (axis.max - axis.min), axis);
+  return snap(axis.min + clamp01(fraction) ** (axis.gamma ?? 1) * (axis.max - axis.min), axis);
 }
 
 /** Pad position {x, y} (fractions from the top-left) of the values {text, bridge}. */
@@ -180,14 +186,18 @@ export function describeValues(values, axes, presets = PRESETS) {
   return preset ? `${text} (${preset.label})` : text;
 }
 
-/** Round tick values for an axis' grid: 1, 2, 2.5 or 5 times a power of ten, about `count` of them. */
-export function ticks(axis, count = 4) {
-  const span = axis.max - axis.min;
-  const raw = span / Math.max(1, count);
-  const power = 10 ** Math.floor(Math.log10(raw));
-  const spacing = [1, 2, 2.5, 5, 10].map((m) => m * power).find((s) => s >= raw);
-  const first = Math.ceil(axis.min / spacing) * spacing;
-  const out = [];
-  for (let v = first; v <= axis.max + spacing * 1e-9; v += spacing) out.push(Number(v.toFixed(6)));
-  return out;
+/**
+ * Tick values for an axis' grid: min, max, then powers of ten, then 5s, then 2s (1-5-2 times a
+ * power of ten) wherever they stay at least `minGap` (a fraction of the axis) from every tick.
+ */
+export function ticks(axis, minGap = 0.15) {
+  const placed = [axis.min, axis.max];
+  const fits = (value) => placed.every((other) => Math.abs(toFraction(value, axis) - toFraction(other, axis)) >= minGap);
+  for (const mantissa of [1, 5, 2]) {
+    for (let power = -3; power <= 6; power += 1) {
+      const value = Number((mantissa * 10 ** power).toPrecision(6));
+      if (value > axis.min && value < axis.max && fits(value)) placed.push(value);
+    }
+  }
+  return placed.sort((a, b) => a - b);
 }
