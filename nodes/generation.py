@@ -91,8 +91,9 @@ def sample_clip(model: MovaModel, positive: Any, negative: Any, start_image: tor
 
     preview = latent_preview.prepare_callback(model.patchers[HIGH_NOISE_EXPERT], s.steps)
 
-    def on_step(info: StepInfo) -> None:
-        preview(info.index, info.video_denoised, info.video_latents, info.total)
+    def on_step(info: StepInfo) -> None:  # preview the middle latent frame (frame 0 is the start image)
+        middle = info.video_denoised.shape[2] // 2
+        preview(info.index, info.video_denoised[:, :, middle:middle + 1], info.video_latents, info.total)
 
     video, audio = sample(
         expert_velocity, pipe.scheduler, video_noise.to(device), audio_noise.to(device), positive_context.to(device),
