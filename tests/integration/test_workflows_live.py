@@ -1,0 +1,81 @@
+"""The shipped workflows against a real ComfyUI: the schema snapshot the CI tests use is current, and
+every workflow runs end to end (tiny model standing in for MOVA-360p, small clip sizes).
+
+Refresh the snapshot after a deliberate node change with ``MOVA_UPDATE_SCHEMA_SNAPSHOT=1``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import av
+import pytest
+
+from workflow_check import load_schemas, snapshot, to_api_prompt
+
+from .comfy_server import PACK_NAME, ComfyServer
+from .shipped_workflows import SMALL_CLIP, WORKFLOWS, install_workflow_assets, load_workflow
+
+SNAPSHOT = Path(__file__).resolve().parents[1] / "workflow_schemas" / "object_info.json"
+UPDATE_ENV = "MOVA_UPDATE_SCHEMA_SNAPSHOT"
+RUN_TIMEOUT_S = 600
+
+
+def _snapshot_classes(info: dict) -> list[str]:
+    """Our nodes plus every other node class a shipped workflow uses."""
+    ours = {name for name, node in info.items() if node["python_module"] == f"custom_nodes.{PACK_NAME}"}
+    used = {node["type"] for path in WORKFLOWS for node in load_workflow(path)["nodes"] if node["type"] in info}
+    return sorted(ours | used)
+
+
+def _comfyui_version(comfyui_path: Path) -> str:
+    text = (comfyui_path / "comfyui_version.py").read_text(encoding="utf-8")
+    found = re.search(r"__version__\s*=\s*['\"]([^'\"]+)", text)
+    return found.group(1) if found else "unknown"
+
+
+def test_schema_snapshot_is_current(comfy_server: ComfyServer, comfyui_path: Path) -> None:
+    info = comfy_server.object_info()
+    source = f"ComfyUI {_comfyui_version(comfyui_path)} /object_info"
+    current = snapshot(info, _snapshot_classes(info), source=source)
+    if os.environ.get(UPDATE_ENV) == "1":
+        SNAPSHOT.parent.mkdir(parents=True, exist_ok=True)
+        SNAPSHOT.write_text(json.dumps(current, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    recorded = json.loads(SNAPSHOT.read_text(encoding="utf-8"))
+    assert recorded["nodes"] == current["nodes"], (
+        f"{SNAPSHOT.name} differs from the live /object_info: rerun with {UPDATE_ENV}=1, then fix the workflows "
+        f"that tests/test_workflows.py reports.")
+
+
+@pytest.fixture(scope="module")
+def workflow_server(comfy_server: ComfyServer, comfyui_path: Path, tmp_path_factory) -> ComfyServer:
+    install_workflow_assets(comfy_server, comfyui_path, tmp_path_factory.mktemp("workflow-assets"))
+    return comfy_server
+
+
+def _runnable_here(prompt: dict) -> dict:
+    """The shipped prompt with small clip sizes and the rewriter in passthrough (no network in tests)."""
+    for node in prompt.values():
+        if node["class_type"] == "MOVASampler":
+            node["inputs"].update(SMALL_CLIP)
+        if node["class_type"] == "MOVAPromptRewriter":
+            node["inputs"]["mode"] = "passthrough"
+    return prompt
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+def test_shipped_workflow_runs(workflow_server: ComfyServer, path: Path) -> None:
+    prompt = _runnable_here(to_api_prompt(load_workflow(path), load_schemas(SNAPSHOT)))
+    entry = workflow_server.run_workflow(prompt, timeout=RUN_TIMEOUT_S)
+    mux_ids = [node_id for node_id, node in prompt.items() if node["class_type"] == "MOVAAVMux"]
+    saved = entry["outputs"][mux_ids[0]]["images"][0]
+    assert entry["outputs"][mux_ids[0]]["animated"] == [True]
+    with av.open(str(workflow_server.output_dir / saved["subfolder"] / saved["filename"])) as container:
+        kinds = sorted(stream.type for stream in container.streams)
+        video = container.streams.video[0]
+        assert (video.codec_context.width, video.codec_context.height) == (SMALL_CLIP["width"], SMALL_CLIP["height"])
+    assert kinds == ["audio", "video"], f"{path.name}: the clip must carry its sound"

@@ -1,0 +1,209 @@
+"""The shipped UI workflows (workflows/*.json) against the node schemas, without ComfyUI.
+
+Schemas come from tests/workflow_schemas/object_info.json, a normalised snapshot of the real
+server's /object_info for our nodes and every native node the workflows use. Two guards keep it
+honest: here, the snapshot must agree with the node pack's ComfyUI-free widget specs
+(nodes/widgets.py, the numbers every MOVA schema is built from), so a changed range or default
+fails CI until the snapshot is refreshed and the workflows pass again; and
+tests/integration/test_workflows_live.py compares the snapshot with a live server (COMFYUI_PATH).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from workflow_check import check_workflow, load_schemas, to_api_prompt, widgets
+
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
+SCHEMAS = load_schemas(REPO / "tests" / "workflow_schemas" / "object_info.json")
+SHIPPED = {"mova_i2va_basic", "mova_t2va", "mova_i2va_prompt_rewriter", "mova_lora_stack", "mova_i2va_low_vram"}
+OFFICIAL_SAMPLER = {"width": 640, "height": 352, "frames": 193, "fps": 24.0, "steps": 50, "text_cfg": 5.0,
+                    "bridge_cfg": 1.0, "video_shift": 5.0, "audio_shift": 5.0, "boundary": 0.9}
+HF_ORG = "https://huggingface.co/OpenMOSS-Team/"
+
+
+def _load(name: str) -> dict:
+    return json.loads((REPO / "workflows" / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def _nodes(workflow: dict, node_type: str) -> list[dict]:
+    return [node for node in workflow["nodes"] if node["type"] == node_type]
+
+
+def _values(node: dict) -> dict:
+    return {w.name: v for w, v in zip(widgets(SCHEMAS[node["type"]]), node["widgets_values"])}
+
+
+def _source_of(workflow: dict, node: dict, input_name: str) -> dict | None:
+    """The node feeding ``input_name`` of ``node`` (None when unconnected)."""
+    entry = next(i for i in node["inputs"] if i["name"] == input_name)
+    if entry["link"] is None:
+        return None
+    link = next(link for link in workflow["links"] if link[0] == entry["link"])
+    return next(n for n in workflow["nodes"] if n["id"] == link[1])
+
+
+def test_every_kind_of_workflow_is_shipped():
+    assert {path.stem for path in WORKFLOWS} == SHIPPED
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+def test_workflow_matches_the_node_schemas(path: Path):
+    problems = check_workflow(json.loads(path.read_text(encoding="utf-8")), SCHEMAS)
+    assert problems == [], "\n".join(problems)
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+def test_model_loaders_carry_download_information(path: Path):
+    workflow = json.loads(path.read_text(encoding="utf-8"))
+    loaders = _nodes(workflow, "MOVAModelLoader")
+    assert len(loaders) == 1
+    name = _values(loaders[0])["model_name"]
+    assert loaders[0]["properties"]["models"] == [{"name": name, "url": HF_ORG + name, "directory": "mova"}]
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+def test_sampler_starts_from_the_official_settings(path: Path):
+    sampler, = _nodes(json.loads(path.read_text(encoding="utf-8")), "MOVASampler")
+    values = _values(sampler)
+    assert {key: values[key] for key in OFFICIAL_SAMPLER} == OFFICIAL_SAMPLER
+    assert values["control_after_generate"] == "fixed", "examples reproduce the same clip"
+
+
+def test_each_workflow_has_its_feature():
+    for name in SHIPPED - {"mova_t2va"}:
+        workflow = _load(name)
+        sampler, = _nodes(workflow, "MOVASampler")
+        assert _source_of(workflow, sampler, "start_image")["type"] == "LoadImage", name
+    t2va = _load("mova_t2va")
+    assert _source_of(t2va, _nodes(t2va, "MOVASampler")[0], "start_image") is None
+
+    rewriter = _load("mova_i2va_prompt_rewriter")
+    encode, = _nodes(rewriter, "MOVATextEncode")
+    assert _source_of(rewriter, encode, "text")["type"] == "MOVAPromptRewriter"
+    assert _source_of(rewriter, _nodes(rewriter, "MOVAPromptRewriter")[0], "image")["type"] == "LoadImage"
+
+    lora = _load("mova_lora_stack")
+    first = _source_of(lora, _nodes(lora, "MOVASampler")[0], "mova_model")
+    second = _source_of(lora, first, "mova_model")
+    assert (first["type"], second["type"]) == ("MOVALoraLoader", "MOVALoraLoader")
+    assert _source_of(lora, second, "mova_model")["type"] == "MOVAModelLoader"
+    assert _source_of(lora, _nodes(lora, "MOVATextEncode")[0], "mova_model")["type"] == "MOVAModelLoader", \
+        "text encoding must not re-run when a LoRA changes"
+
+    low = _load("mova_i2va_low_vram")
+    assert _values(_nodes(low, "MOVAModelLoader")[0])["weight_dtype"] == "fp8_e4m3fn"
+    assert _values(_nodes(low, "MOVADecode")[0])["tiled_decode"] is True
+
+
+def test_snapshot_agrees_with_the_node_widget_specs():
+    widgets_module = pytest.importorskip("comfyui_mova_av.nodes.widgets")
+    groups = {"MOVASampler": widgets_module.SAMPLER, "MOVALoraLoader": widgets_module.LORA_STRENGTHS,
+              "MOVADecode": widgets_module.DECODE, "MOVAAVMux": widgets_module.MUX,
+              "MOVAPromptRewriter": widgets_module.REWRITER}
+    for node_type, specs in groups.items():
+        recorded = {w.name: w for w in widgets(SCHEMAS[node_type])}
+        for name, spec in specs.items():
+            options = recorded[name].options
+            expected = (("INT" if spec.integer else "FLOAT"), spec.default, spec.low, spec.high, spec.step)
+            actual = (recorded[name].kind, options["default"], options["min"], options["max"], options["step"])
+            assert actual == pytest.approx(expected) and actual[0] == expected[0], (
+                f"{node_type}.{name}: snapshot {actual} != nodes/widgets.py {expected}; refresh the snapshot "
+                f"(MOVA_UPDATE_SCHEMA_SNAPSHOT=1 with COMFYUI_PATH) and fix the workflows")
+    loader = {w.name: w for w in widgets(SCHEMAS["MOVAModelLoader"])}
+    assert loader["weight_dtype"].options["options"] == list(widgets_module.WEIGHT_DTYPES)
+
+
+def _js_constants(pattern: str) -> list[tuple[str, ...]]:
+    return [found for path in sorted((REPO / "web").rglob("*.js"))
+            for found in re.findall(pattern, path.read_text(encoding="utf-8"))]
+
+
+def test_web_extensions_bind_to_existing_nodes_and_widgets():
+    for (node_class,) in [(c,) for c in _js_constants(r'const NODE_CLASS = "(\w+)"')]:
+        assert node_class in SCHEMAS, f"web/ targets {node_class}, which the pack does not define"
+    sampler = {w.name: w for w in widgets(SCHEMAS["MOVASampler"])}
+    axes = _js_constants(r'name: "(\w+)", label: "[^"]*", min: ([\d.]+), max: ([\d.]+), step: ([\d.]+), '
+                         r'official: ([\d.]+)')
+    assert {axis[0] for axis in axes} == {"text_cfg", "bridge_cfg"}
+    for name, low, high, step, official in axes:
+        options = sampler[name].options
+        assert (options["min"], options["max"], options["step"], options["default"]) == \
+            pytest.approx((float(low), float(high), float(step), float(official))), name
+    mux_inputs = SCHEMAS["MOVAAVMux"]["input"]
+    assert mux_inputs["optional"]["audio"][0] == "AUDIO", "the clip player reads the audio link"
+
+
+# --- the checker itself finds what would break a workflow -------------------------------------------
+
+def _broken(change) -> list[str]:
+    workflow = copy.deepcopy(_load("mova_i2va_basic"))
+    change(workflow)
+    return check_workflow(workflow, SCHEMAS)
+
+
+def _sampler(workflow: dict) -> dict:
+    return _nodes(workflow, "MOVASampler")[0]
+
+
+def _set(workflow: dict, node_type: str, name: str, value) -> None:
+    node = _nodes(workflow, node_type)[0]
+    index = [w.name for w in widgets(SCHEMAS[node_type])].index(name)
+    node["widgets_values"][index] = value
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda wf: _sampler(wf)["widgets_values"].pop(), r"11 widget values, the node has 12"),
+    (lambda wf: _set(wf, "MOVASampler", "text_cfg", 25.0), r"text_cfg=25.0 is outside 0.0 .. 20.0"),
+    (lambda wf: _set(wf, "MOVASampler", "bridge_cfg", 1.25), r"bridge_cfg=1.25 has more decimals than step 0.1"),
+    (lambda wf: _set(wf, "MOVASampler", "width", 650), r"width=650 is off the step grid"),
+    (lambda wf: _set(wf, "MOVASampler", "frames", 12.5), r"frames=12.5 is not an integer"),
+    (lambda wf: _set(wf, "MOVASampler", "control_after_generate", "sometimes"), r"'sometimes' is not one of"),
+    (lambda wf: _set(wf, "MOVAModelLoader", "weight_dtype", "int4"), r"weight_dtype='int4' is not one of"),
+    (lambda wf: _set(wf, "MOVADecode", "tiled_decode", "yes"), r"tiled_decode='yes' is not a boolean"),
+    (lambda wf: _set(wf, "MOVAModelLoader", "model_name", ""), r"must name an entry of the mova folder"),
+    (lambda wf: wf["links"][0].__setitem__(5, "IMAGE"), r"carries 'IMAGE' but output"),
+    (lambda wf: next(i for i in _sampler(wf)["inputs"] if i["name"] == "positive").__setitem__("link", None),
+     r"required input 'positive' is not connected"),
+    (lambda wf: next(i for i in _sampler(wf)["inputs"] if i["name"] == "text_cfg").__setitem__("name", "cfg"),
+     r"input 'cfg' does not exist"),
+    (lambda wf: _sampler(wf)["outputs"].pop(), r"outputs .* != node's"),
+    (lambda wf: _sampler(wf).__setitem__("type", "MOVASamplerV2"), r"unknown node type"),
+    (lambda wf: _nodes(wf, "MOVAAVMux")[0].__setitem__("mode", 4), r"mode 4"),
+    (lambda wf: wf.__setitem__("nodes", [n for n in wf["nodes"] if n["type"] != "MOVAAVMux"]),
+     r"has no output node"),
+    (lambda wf: wf.__setitem__("last_link_id", 1), r"last_link_id=1 is below"),
+])
+def test_checker_reports_what_would_break(change, message):
+    problems = _broken(change)
+    assert any(re.search(message, problem) for problem in problems), problems
+
+
+def test_widget_rules_follow_the_front_end():
+    assert [(w.name, w.kind) for w in widgets(SCHEMAS["LoadImage"])] == [("image", "COMBO"), ("upload", "UPLOAD")]
+    names = [w.name for w in widgets(SCHEMAS["MOVASampler"])]
+    assert names[names.index("seed") + 1] == "control_after_generate"
+    assert names.index("text_cfg") + 1 == names.index("bridge_cfg")
+
+
+def test_api_prompt_is_what_the_front_end_queues():
+    workflow = _load("mova_i2va_basic")
+    prompt = to_api_prompt(workflow, SCHEMAS)
+    assert sorted(node["class_type"] for node in prompt.values()) == sorted(
+        n["type"] for n in workflow["nodes"] if n["type"] != "MarkdownNote")
+    sampler_id = str(_sampler(workflow)["id"])
+    encode_id = str(_nodes(workflow, "MOVATextEncode")[0]["id"])
+    inputs = prompt[sampler_id]["inputs"]
+    assert inputs["positive"] == [encode_id, 0]
+    assert (inputs["text_cfg"], inputs["bridge_cfg"], inputs["seed"]) == (5.0, 1.0, 42)
+    assert "control_after_generate" not in inputs and "negative" not in inputs
+    image_id = str(_nodes(workflow, "LoadImage")[0]["id"])
+    assert prompt[image_id]["inputs"] == {"image": "example.png"}
+    mux_inputs = prompt[str(_nodes(workflow, "MOVAAVMux")[0]["id"])]["inputs"]
+    assert mux_inputs["fps"] == [str(_nodes(workflow, "MOVADecode")[0]["id"]), 2], "a linked widget sends the link"
