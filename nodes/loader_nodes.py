@@ -50,21 +50,29 @@ class MOVAModelLoader(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, model_name: str, weight_dtype: str, attention: str) -> bool | str:
-        problem = (choice_problem("weight_dtype", weight_dtype, WEIGHT_DTYPES)
-                   or choice_problem("attention", attention, attention_choices(),
-                                     "Install the backend's package or use 'comfy'."))
-        if problem:
-            return problem
-        try:
-            folder = resolve_model_folder(model_roots(), model_name)
-        except FileNotFoundError as error:
-            return str(error)
-        return component_problem(folder, model_name) or True
+        if None in (model_name, weight_dtype, attention):  # linked from another node: checked when loading
+            return True
+        return _loader_problem(model_name, weight_dtype, attention) or True
 
     @classmethod
     def execute(cls, model_name: str, weight_dtype: str, attention: str) -> io.NodeOutput:
+        problem = _loader_problem(model_name, weight_dtype, attention)
+        if problem:
+            raise ValueError(problem)
+        return io.NodeOutput(load_mova_model(resolve_model_folder(model_roots(), model_name), weight_dtype, attention))
+
+
+def _loader_problem(model_name: str, weight_dtype: str, attention: str) -> str | None:
+    """What is wrong with the loader's widgets (choices, model folder and its components), or None."""
+    problem = (choice_problem("weight_dtype", weight_dtype, WEIGHT_DTYPES)
+               or choice_problem("attention", attention, attention_choices(), "Install the backend's package or use 'comfy'."))
+    if problem:
+        return problem
+    try:
         folder = resolve_model_folder(model_roots(), model_name)
-        return io.NodeOutput(load_mova_model(folder, weight_dtype, attention))
+    except FileNotFoundError as error:
+        return str(error)
+    return component_problem(folder, model_name)
 
 
 class MOVALoraLoader(io.ComfyNode):
@@ -85,7 +93,9 @@ class MOVALoraLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, lora_name: str) -> bool | str:
+    def validate_inputs(cls, lora_name: str | None) -> bool | str:
+        if lora_name is None:  # linked from another node: get_full_path_or_raise reports a missing file
+            return True
         return choice_problem("lora_name", lora_name, folder_paths.get_filename_list("loras"),
                               "Put the LoRA file into models/loras and refresh.") or True
 

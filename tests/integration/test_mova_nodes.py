@@ -6,6 +6,8 @@ Sizes are tiny (48x32, 5 frames, 2 steps) so each workflow runs in seconds on a 
 from __future__ import annotations
 
 import json
+import os
+import sys
 import threading
 import time
 import urllib.request
@@ -24,6 +26,7 @@ from mova_core.lora import linear_shapes
 from mova_core.tiny import AUDIO_DIT, BRIDGE, VIDEO_DIT, cached_tiny_checkpoint
 
 from .comfy_server import ComfyServer, WorkflowRejected
+from .conftest import DEFAULT_START_TIMEOUT, PACK_DIR
 
 MODEL = "tiny-mova"
 LORA = "tiny_mova_lora.safetensors"
@@ -50,6 +53,8 @@ def write_tiny_lora(path: Path) -> Path:
 @pytest.fixture(scope="module")
 def mova_server(comfy_server: ComfyServer) -> ComfyServer:
     comfy_server.link_model("mova", cached_tiny_checkpoint(), MODEL)
+    (comfy_server.models_dir("mova") / "not-a-model" / "video_dit").mkdir(parents=True, exist_ok=True)
+    (comfy_server.models_dir("mova") / "readme.txt").write_text("not a model", encoding="utf-8")
     write_tiny_lora(comfy_server.models_dir("loras") / LORA)
     return comfy_server
 
@@ -110,7 +115,7 @@ def cached_nodes(entry: dict) -> set[str]:
 def test_nodes_follow_the_contract(mova_server: ComfyServer):
     info = {node: mova_server.object_info(node) for node in NODE_IDS}
     assert all(node["category"] == "MOVA" for node in info.values())
-    assert MODEL in info["MOVAModelLoader"]["input"]["required"]["model_name"][1]["options"]
+    assert info["MOVAModelLoader"]["input"]["required"]["model_name"][1]["options"] == [MODEL]  # only real models
     assert info["MOVAModelLoader"]["output"] == ["MOVA_MODEL"] and info["MOVALoraLoader"]["output"] == ["MOVA_MODEL"]
     assert LORA in info["MOVALoraLoader"]["input"]["required"]["lora_name"][1]["options"]
     sampler = info["MOVASampler"]["input"]
@@ -230,3 +235,21 @@ def test_prompt_rewriter_calls_a_local_endpoint_in_two_steps(mova_server: ComfyS
         httpd.server_close()
     assert entry["outputs"]["10"]["text"] == ["The dog barks. The audio shows barking."]
     assert [request["model"] for request in _OneAnswer.requests] == ["vl", "llm"]
+
+
+def test_models_from_extra_model_paths_yaml_are_listed(comfyui_path: Path, tmp_path: Path):
+    shelf = tmp_path / "shelf" / "mova_weights"
+    shelf.mkdir(parents=True)
+    os.symlink(cached_tiny_checkpoint(), shelf / "tiny-from-yaml", target_is_directory=True)
+    config = tmp_path / "extra_model_paths.yaml"
+    config.write_text(f"mova_models:\n    base_path: {tmp_path / 'shelf'}\n    mova: |\n        mova_weights\n",
+                      encoding="utf-8")
+    server = ComfyServer(comfyui_path, os.environ.get("COMFYUI_PYTHON", sys.executable), tmp_path / "base", PACK_DIR)
+    server.start(timeout=float(os.environ.get("COMFYUI_START_TIMEOUT", DEFAULT_START_TIMEOUT)),
+                 extra_args=["--extra-model-paths-config", str(config)])
+    try:
+        server.link_model("mova", cached_tiny_checkpoint(), "tiny-in-models")
+        options = server.object_info("MOVAModelLoader")["input"]["required"]["model_name"][1]["options"]
+    finally:
+        server.stop()
+    assert options == ["tiny-from-yaml", "tiny-in-models"]
