@@ -18,7 +18,7 @@ from ..mova_core.sampler import HIGH_NOISE_EXPERT, Guidance, StepInfo, sample
 from .comfy_model import MovaModel, activation_memory
 from .conditioning import embeddings_from_conditioning
 from .latents import audio_latent, clip_info, latent_samples, seeded_noise, video_latent
-from .widgets import clip_problem
+from .widgets import SAMPLER, clip_problem, range_problems
 
 log = logging.getLogger(__name__)
 _VAE_BYTES_PER_PIXEL = 96 * 4 * 6  # widest decoder stage x fp32 x live activations per frame chunk
@@ -64,8 +64,11 @@ def sample_clip(model: MovaModel, positive: Any, negative: Any, start_image: tor
     """Video and audio LATENTs for ``settings``; every check runs before the first model pass."""
     pipe = model.pipeline
     s = settings
+    guidance_values = {"text_cfg": s.text_cfg, "bridge_cfg": s.bridge_cfg, "video_shift": s.video_shift,
+                       "audio_shift": s.audio_shift, "boundary": s.boundary}
     problem = clip_problem(s.width, s.height, s.frames, s.fps, s.steps, spatial_multiple=pipe.spatial_multiple,
-                           temporal_factor=pipe.video_vae.config.temporal_factor)
+                           temporal_factor=pipe.video_vae.config.temporal_factor) or " ".join(
+        range_problems(SAMPLER, guidance_values))
     if problem:
         raise ValueError(problem)
     guidance = Guidance(text_cfg=s.text_cfg, bridge_cfg=s.bridge_cfg)

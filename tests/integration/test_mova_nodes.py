@@ -153,6 +153,14 @@ def test_lora_changes_the_clip_and_removing_it_restores_it_without_reloading(mov
     assert np.array_equal(base_frames, again_frames)
 
 
+@pytest.mark.parametrize("weight_dtype", ["bf16", "fp16", "fp8_e4m3fn"])
+def test_low_precision_weights_with_a_lora_run_through_comfy_ops(mova_server: ComfyServer, weight_dtype: str):
+    entry = mova_server.run_workflow(workflow(f"mova_it/{weight_dtype}", lora=True, **{"1__weight_dtype": weight_dtype}),
+                                     timeout=300)
+    frames = decoded_frames(saved_mp4(mova_server, entry))
+    assert frames.shape == (CLIP["frames"], CLIP["height"], CLIP["width"], 3) and frames.std() > 0
+
+
 def test_bad_widget_values_are_rejected_before_anything_runs(mova_server: ComfyServer):
     cases = [
         ({"3__frames": 6}, "3", "frames=6 must be 4k+1 (1, 5, 9, ...); nearest valid value: 5."),
