@@ -67,13 +67,24 @@ def _nearest_multiple(value: int, multiple: int) -> int:
     return max(multiple, math.ceil(value / multiple - 0.5) * multiple)
 
 
+def size_multiples(patch_size: tuple[int, ...], vae_stride: int) -> tuple[int, int]:
+    """(height, width) granularity of a video: the VAE stride times the DiT patch along that side,
+    and a multiple of twice the VAE stride (16, as the official ``check_inputs`` demands)."""
+    _, patch_height, patch_width = patch_size
+    return vae_stride * math.lcm(2, patch_height), vae_stride * math.lcm(2, patch_width)
+
+
 def check_generation_arguments(*, height: int, width: int, num_frames: int, fps: float, steps: int,
-                               spatial_multiple: int, temporal_factor: int) -> None:
-    """Raise ``ValueError`` naming the argument and the nearest valid value."""
-    for name, value in (("height", height), ("width", width)):
-        if value <= 0 or value % spatial_multiple:
-            raise ValueError(f"{name}={value} must be a positive multiple of {spatial_multiple}; "
-                             f"nearest valid value: {_nearest_multiple(value, spatial_multiple)}.")
+                               spatial_multiple: int | tuple[int, int], temporal_factor: int) -> None:
+    """Raise ``ValueError`` naming the argument and the nearest valid value.
+
+    ``spatial_multiple``: one multiple for both sides, or ``(height_multiple, width_multiple)``.
+    """
+    multiples = spatial_multiple if isinstance(spatial_multiple, tuple) else (spatial_multiple, spatial_multiple)
+    for name, value, multiple in (("height", height, multiples[0]), ("width", width, multiples[1])):
+        if value <= 0 or value % multiple:
+            raise ValueError(f"{name}={value} must be a positive multiple of {multiple}; "
+                             f"nearest valid value: {_nearest_multiple(value, multiple)}.")
     if num_frames < 1 or (num_frames - 1) % temporal_factor:
         nearest = max(1, round((num_frames - 1) / temporal_factor)) * temporal_factor + 1
         raise ValueError(f"num_frames={num_frames} must be {temporal_factor}k+1 (1, {temporal_factor + 1}, "
@@ -156,10 +167,14 @@ class MovaPipeline:
     # -- geometry -------------------------------------------------------------------------------
 
     @property
+    def size_multiples(self) -> tuple[int, int]:
+        """(height, width) granularity of this model (see :func:`size_multiples`)."""
+        return size_multiples(self.experts[HIGH_NOISE_EXPERT].config.patch_size, self.video_vae.config.spatial_factor)
+
+    @property
     def spatial_multiple(self) -> int:
-        """Height/width granularity: VAE stride times the DiT patch (and at least 16, as officially checked)."""
-        _, ph, pw = self.experts[HIGH_NOISE_EXPERT].config.patch_size
-        return self.video_vae.config.spatial_factor * math.lcm(2, ph, pw)
+        """One granularity valid for both height and width (for a single widget step)."""
+        return math.lcm(*self.size_multiples)
 
     def audio_num_samples(self, num_frames: int, fps: float) -> int:
         return int(self.audio_vae.sample_rate * num_frames / fps)
@@ -192,7 +207,7 @@ class MovaPipeline:
         """
         opts = self._options(options)
         check_generation_arguments(height=height, width=width, num_frames=num_frames, fps=fps, steps=steps,
-                                   spatial_multiple=self.spatial_multiple,
+                                   spatial_multiple=self.size_multiples,
                                    temporal_factor=self.video_vae.config.temporal_factor)
         video_shape, audio_shape = self.latent_shapes(height, width, num_frames, fps)
         seed, video_noise, audio_noise = self._noise(seed, video_noise, audio_noise, video_shape, audio_shape)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import REPO_ROOT
-from mova_core.pipeline import MovaPipeline
+from mova_core.pipeline import MovaPipeline, check_generation_arguments, size_multiples
 from mova_core.tiny import cached_tiny_checkpoint, write_tiny_checkpoint
 
 SMALL = dict(height=32, width=48, num_frames=5, fps=24.0, steps=2)
@@ -28,6 +28,17 @@ def pipe(tmp_path_factory):
 def test_bad_arguments_name_the_argument_and_nearest_value(pipe, argument, value, nearest):
     with pytest.raises(ValueError, match=rf"{argument}={value}.*nearest valid value: {nearest}"):
         pipe.generate("a cat", **{**SMALL, argument: value})
+
+
+def test_height_and_width_follow_their_own_patch_side():
+    """A (1, 2, 4) patch needs height % 16 and width % 32 only: 48 x 64 is valid, 48 x 48 is not."""
+    assert size_multiples((1, 2, 2), 8) == (16, 16)
+    assert size_multiples((1, 2, 4), 8) == (16, 32)
+    assert size_multiples((2, 4, 1), 8) == (32, 16)
+    clip = dict(num_frames=13, fps=25.0, steps=4, spatial_multiple=(16, 32), temporal_factor=4)
+    check_generation_arguments(height=48, width=64, **clip)
+    with pytest.raises(ValueError, match="width=48 must be a positive multiple of 32; nearest valid value: 32"):
+        check_generation_arguments(height=48, width=48, **clip)
 
 
 def test_bad_fps_image_and_options_are_refused(pipe):
