@@ -23,7 +23,7 @@ class ClipPlayer {
   }
 
   build() {
-    this.video = el("video.mova-player__video", { controls: true, playsinline: true, loop: true, preload: "metadata" });
+    this.video = el("video.mova-player__video", { controls: true, playsinline: true, loop: true, preload: "auto" });
     this.video.hidden = true;
     this.placeholder = el("div.mova-player__placeholder", {},
       el("span.mova-player__icon", { "aria-hidden": "true", text: "▶" }),

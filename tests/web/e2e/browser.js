@@ -10,6 +10,20 @@ export function launchBrowser() {
   return chromium.launch({ executablePath: process.env.CHROMIUM_PATH || "/usr/bin/chromium", args: CHROMIUM_FLAGS });
 }
 
+// What ComfyUI 0.3.64 with front end 1.27.10 logs on its own on a fresh install, with or without
+// this pack (seen with an empty web/ folder): optional user files that do not exist yet, and a
+// settings-panel error raised while the front end registers its core settings.
+const FRONT_END_BASELINE = [
+  /\/user\.css$/, /\/favicon\.ico$/, /\/api\/userdata\?dir=/, /\/api\/userdata\/comfy\.templates\.json$/,
+];
+
+/** True for a log entry the bare front end produces by itself (see FRONT_END_BASELINE). */
+export function isFrontEndBaseline(entry) {
+  if (entry.kind === "pageerror") return /addSetting/.test(entry.stack ?? "") && !isOurs(entry);
+  const missingFile = entry.kind === "http.404" || /status of 404/.test(entry.text);
+  return missingFile && FRONT_END_BASELINE.some((pattern) => pattern.test(entry.url ?? ""));
+}
+
 /** True when a console line, page error or failed request comes from this pack. */
 export function isOurs(entry) {
   const text = `${entry.text ?? ""} ${entry.url ?? ""} ${entry.stack ?? ""}`;
@@ -21,6 +35,8 @@ export function isOurs(entry) {
  * requests in `page.movaLog`, and wait until the MOVA nodes are registered.
  */
 export async function openComfy(browser, baseUrl, { width = 1600, height = 1000 } = {}) {
+  // A fresh ComfyUI user opens the template browser over the canvas on first visit.
+  await fetch(new URL("api/settings/Comfy.TutorialCompleted", baseUrl), { method: "POST", body: "true" });
   const page = await browser.newPage({ viewport: { width, height } });
   const log = [];
   page.on("console", (message) => {

@@ -1,0 +1,209 @@
+// End-to-end check of the MOVA front end in a real browser against a running ComfyUI:
+//   node tests/web/e2e/run_e2e.js --url http://127.0.0.1:8188 --workflow workflows/mova_i2va_basic.json \
+//        --artifacts /tmp/mova-e2e [--small '{"width":64,"height":48,"frames":5,"steps":2}']
+// Loads a shipped workflow, drags and keys the guidance pad, checks both widgets and the saved workflow,
+// queues the prompt, waits for the clip player's video, and fails on any console error or warning of
+// ours. Prints a JSON summary; exits 1 with the reason on failure. Driven by
+// tests/integration/test_web_e2e.py (which starts ComfyUI with a tiny model).
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import path from "node:path";
+import { parseArgs } from "node:util";
+
+import { BRIDGE_AXIS, TEXT_AXIS, positionToValues } from "../../../web/lib/guidance.js";
+import { isFrontEndBaseline, isOurs, launchBrowser, loadWorkflow, nodeState, openComfy } from "./browser.js";
+
+const { values: args } = parseArgs({
+  options: {
+    url: { type: "string" },
+    workflow: { type: "string" },
+    artifacts: { type: "string", default: "e2e-artifacts" },
+    small: { type: "string", default: '{"width":64,"height":48,"frames":5,"steps":2}' },
+    "run-timeout": { type: "string", default: "600" },
+  },
+});
+const AXES = { text: TEXT_AXIS, bridge: BRIDGE_AXIS };
+const MISSING_TOAST = "MOVA model folder not found";
+const summary = { steps: [] };
+
+function step(name, detail = {}) {
+  summary.steps.push({ name, ...detail });
+}
+
+async function shot(page, name, locator) {
+  const file = path.join(args.artifacts, `${name}.png`);
+  await (locator ?? page).screenshot({ path: file });
+  return file;
+}
+
+/** Centre the canvas on a node at 100% zoom so its DOM widgets are on screen and full size. */
+async function focusNode(page, comfyClass) {
+  await page.evaluate((cls) => {
+    const canvas = window.app.canvas;
+    const node = window.app.graph.nodes.find((n) => n.comfyClass === cls);
+    canvas.ds.scale = 1;
+    canvas.centerOnNode(node);
+    canvas.setDirty(true, true);
+  }, comfyClass);
+  await page.waitForTimeout(400);
+}
+
+async function setWidgets(page, comfyClass, values) {
+  await page.evaluate(([cls, entries]) => {
+    const node = window.app.graph.nodes.find((n) => n.comfyClass === cls);
+    for (const [name, value] of Object.entries(entries)) node.widgets.find((w) => w.name === name).value = value;
+    node.setDirtyCanvas(true, true);
+  }, [comfyClass, values]);
+}
+
+async function dragPad(page, from, to) {
+  const box = await page.locator(".mova-gpad__plot").first().boundingBox();
+  const at = (f) => [box.x + f.x * box.width, box.y + f.y * box.height];
+  await page.mouse.move(...at(from));
+  await page.mouse.down();
+  await page.mouse.move(...at(to), { steps: 8 });
+  await page.mouse.up();
+  await page.waitForTimeout(200);
+}
+
+async function checkPad(page) {
+  const before = (await nodeState(page, "MOVASampler")).values;
+  assert.deepEqual([before.text_cfg, before.bridge_cfg], [5, 1], "the shipped workflow starts at the official 5 / 1");
+  await focusNode(page, "MOVASampler");
+  await shot(page, "01_pad_official", page.locator(".mova-gpad").first());
+
+  const target = { x: 0.72, y: 0.28 };
+  await dragPad(page, { x: 0.5, y: 0.7 }, target);
+  const expected = positionToValues(target, AXES);
+  const dragged = (await nodeState(page, "MOVASampler")).values;
+  assert.ok(dragged.text_cfg !== 5 && dragged.bridge_cfg !== 1, `drag changed both widgets: ${JSON.stringify(dragged)}`);
+  assert.ok(Math.abs(dragged.text_cfg - expected.text) <= 0.2 && Math.abs(dragged.bridge_cfg - expected.bridge) <= 0.2,
+    `drag landed at ${dragged.text_cfg}/${dragged.bridge_cfg}, expected about ${expected.text}/${expected.bridge}`);
+  step("drag", { from: [5, 1], to: [dragged.text_cfg, dragged.bridge_cfg] });
+  await shot(page, "02_pad_dragged", page.locator(".mova-gpad").first());
+
+  await page.keyboard.press("ArrowRight");
+  await page.keyboard.press("ArrowDown");
+  const keyed = (await nodeState(page, "MOVASampler")).values;
+  assert.deepEqual([keyed.text_cfg, keyed.bridge_cfg],
+    [Number((dragged.text_cfg + 0.1).toFixed(1)), Number((dragged.bridge_cfg - 0.1).toFixed(1))], "arrow keys step 0.1");
+  await page.keyboard.press("2");
+  const preset = (await nodeState(page, "MOVASampler")).values;
+  assert.deepEqual([preset.text_cfg, preset.bridge_cfg], [5, 2], "key 2 = stronger lip-sync preset");
+  step("keyboard", { arrows: [keyed.text_cfg, keyed.bridge_cfg], preset: [preset.text_cfg, preset.bridge_cfg] });
+
+  await setWidgets(page, "MOVASampler", { text_cfg: 6.5, bridge_cfg: 0.5 }); // typed into the number widgets
+  await page.waitForTimeout(300);
+  const readout = await page.locator(".mova-gpad__readout").first().textContent();
+  assert.equal(readout, "6.5 / 0.5", "the pad follows the number widgets");
+  await dragPad(page, { x: 0.5, y: 0.5 }, { x: 0.61, y: 0.36 });
+  const final = (await nodeState(page, "MOVASampler")).values;
+  step("widgets -> pad", { readout });
+
+  const saved = await page.evaluate(() => window.app.graph.serialize());
+  const sampler = saved.nodes.find((n) => n.type === "MOVASampler");
+  assert.equal(sampler.widgets_values.length, 12, "the pad adds no value of its own to the saved workflow");
+  assert.deepEqual(sampler.widgets_values.slice(7, 9), [final.text_cfg, final.bridge_cfg], "saved in the normal widgets");
+  step("saved workflow", { widgets_values: sampler.widgets_values });
+  await shot(page, "03_pad_final", page.locator(".mova-gpad").first());
+  return final;
+}
+
+async function queueAndWatch(page, cfg) {
+  await page.evaluate(() => {
+    window.movaE2E = { error: null };
+    window.comfyAPI.api.api.addEventListener("execution_error", (event) => { window.movaE2E.error = event.detail; });
+  });
+  const posted = page.waitForRequest((r) => r.url().endsWith("/prompt") && r.method() === "POST");
+  const run = page.getByRole("button", { name: "Run", exact: true });
+  if (await run.count()) await run.first().click();
+  else await page.evaluate(() => window.app.queuePrompt(0, 1));
+  const body = (await posted).postDataJSON();
+  const sampler = Object.values(body.prompt).find((n) => n.class_type === "MOVASampler");
+  assert.deepEqual([sampler.inputs.text_cfg, sampler.inputs.bridge_cfg], [cfg.text_cfg, cfg.bridge_cfg],
+    "the queued prompt carries the pad's values");
+  assert.equal(sampler.inputs.guidance_pad, undefined, "the pad sends nothing itself");
+  step("queued", { text_cfg: sampler.inputs.text_cfg, bridge_cfg: sampler.inputs.bridge_cfg });
+
+  await focusNode(page, "MOVAAVMux");
+  await page.waitForFunction(() => {
+    const video = document.querySelector(".mova-player video");
+    return window.movaE2E.error || (video && !video.hidden && video.readyState >= 1 && video.duration > 0);
+  }, null, { timeout: Number(args["run-timeout"]) * 1000, polling: 500 });
+  const failure = await page.evaluate(() => window.movaE2E.error);
+  assert.equal(failure, null, `the workflow failed on the server: ${failure?.exception_message}`);
+  const clip = await page.evaluate(() => {
+    const video = document.querySelector(".mova-player video");
+    return { src: video.getAttribute("src"), duration: video.duration, width: video.videoWidth, height: video.videoHeight,
+      muted: video.muted, controls: video.controls, videos: document.querySelectorAll("video").length,
+      caption: document.querySelector(".mova-player__caption").textContent };
+  });
+  assert.ok(clip.src.includes("/view?") && clip.src.includes(".mp4"), clip.src);
+  assert.equal(clip.muted, false, "the player plays the sound");
+  assert.equal(clip.videos, 1, "one player, no second built-in preview");
+  assert.match(clip.caption, /with sound/);
+  await page.waitForTimeout(500);
+  await shot(page, "04_player", page.locator(".mova-player").first());
+  step("player", clip);
+  return clip;
+}
+
+async function checkMissingModelToast(page, workflow) {
+  const absent = structuredClone(workflow);
+  const loader = absent.nodes.find((n) => n.type === "MOVAModelLoader");
+  loader.widgets_values[0] = "MOVA-720p";
+  loader.properties.models = [{ name: "MOVA-720p", url: "https://huggingface.co/OpenMOSS-Team/MOVA-720p", directory: "mova" }];
+  await loadWorkflow(page, absent, "mova_missing_model.json");
+  const toast = page.locator(".p-toast-message", { hasText: MISSING_TOAST });
+  await toast.first().waitFor({ timeout: 10000 });
+  assert.match(await toast.first().textContent(), /huggingface\.co\/OpenMOSS-Team\/MOVA-720p/);
+  assert.equal(await page.locator(".p-dialog:visible").count(), 0, "no file-based missing-model dialog");
+  await shot(page, "05_missing_model_toast");
+  step("missing model toast");
+}
+
+async function main() {
+  fs.mkdirSync(args.artifacts, { recursive: true });
+  const workflow = JSON.parse(fs.readFileSync(args.workflow, "utf8"));
+  const browser = await launchBrowser();
+  let page;
+  try {
+    page = await openComfy(browser, args.url);
+    await loadWorkflow(page, workflow, path.basename(args.workflow));
+    await page.waitForTimeout(1000);
+    assert.equal(await page.locator(".p-toast-message", { hasText: MISSING_TOAST }).count(), 0,
+      "installed MOVA folder is not reported missing");
+    assert.equal(await page.locator(".p-dialog:visible").count(), 0, "no missing-model dialog for an installed folder");
+    assert.equal(await page.locator(".mova-gpad").count(), 1, "the guidance pad is on the sampler");
+    assert.equal(await page.locator(".mova-player").count(), 1, "the clip player is on the mux node");
+    await shot(page, "00_loaded");
+    step("loaded", { workflow: path.basename(args.workflow) });
+
+    await setWidgets(page, "MOVASampler", JSON.parse(args.small));
+    const cfg = await checkPad(page);
+    summary.clip = await queueAndWatch(page, cfg);
+    await shot(page, "06_overview");
+    await checkMissingModelToast(page, workflow);
+
+    const ours = page.movaLog.filter(isOurs);
+    const unexplained = page.movaLog.filter((entry) => !isFrontEndBaseline(entry));
+    summary.console = { ours, unexplained, baseline: page.movaLog.length - unexplained.length };
+    assert.deepEqual(ours, [], "no console errors, warnings or failed requests from the MOVA pack");
+    assert.deepEqual(unexplained, [], "nothing beyond the bare front end's own start-up noise");
+    summary.ok = true;
+  } catch (error) {
+    if (page) await shot(page, "failure").catch(() => {});
+    throw error;
+  } finally {
+    await browser.close();
+    fs.writeFileSync(path.join(args.artifacts, "summary.json"), JSON.stringify(summary, null, 1));
+  }
+}
+
+main().then(() => {
+  console.log(JSON.stringify(summary));
+}).catch((error) => {
+  console.error(JSON.stringify(summary));
+  console.error(error.stack ?? String(error));
+  process.exit(1);
+});
