@@ -60,6 +60,14 @@ def test_workflow_matches_the_node_schemas(path: Path):
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+def test_template_browser_thumbnail_exists(path: Path):
+    """ComfyUI's template browser lists workflows/*.json of the pack and asks for ``<name>.jpg``."""
+    thumbnail = path.with_suffix(".jpg")
+    assert thumbnail.is_file(), f"{thumbnail.name} is missing (the template browser would log a 404)"
+    assert thumbnail.read_bytes()[:3] == b"\xff\xd8\xff", f"{thumbnail.name} is not a JPEG"
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
 def test_model_loaders_carry_download_information(path: Path):
     workflow = json.loads(path.read_text(encoding="utf-8"))
     loaders = _nodes(workflow, "MOVAModelLoader")
