@@ -171,11 +171,6 @@ class MovaPipeline:
         """(height, width) granularity of this model (see :func:`size_multiples`)."""
         return size_multiples(self.experts[HIGH_NOISE_EXPERT].config.patch_size, self.video_vae.config.spatial_factor)
 
-    @property
-    def spatial_multiple(self) -> int:
-        """One granularity valid for both height and width (for a single widget step)."""
-        return math.lcm(*self.size_multiples)
-
     def audio_num_samples(self, num_frames: int, fps: float) -> int:
         return int(self.audio_vae.sample_rate * num_frames / fps)
 

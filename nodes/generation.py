@@ -66,7 +66,7 @@ def sample_clip(model: MovaModel, positive: Any, negative: Any, start_image: tor
     s = settings
     guidance_values = {"text_cfg": s.text_cfg, "bridge_cfg": s.bridge_cfg, "video_shift": s.video_shift,
                        "audio_shift": s.audio_shift, "boundary": s.boundary}
-    problem = clip_problem(s.width, s.height, s.frames, s.fps, s.steps, spatial_multiple=pipe.spatial_multiple,
+    problem = clip_problem(s.width, s.height, s.frames, s.fps, s.steps, spatial_multiple=pipe.size_multiples,
                            temporal_factor=pipe.video_vae.config.temporal_factor) or " ".join(
         range_problems(SAMPLER, guidance_values))
     if problem:

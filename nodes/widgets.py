@@ -108,7 +108,7 @@ def choice_problem(name: str, value: object, choices: Iterable[str], fix: str = 
 
 
 def clip_problem(width: int, height: int, frames: int, fps: float, steps: int, *,
-                 spatial_multiple: int = MOVA_SPATIAL_MULTIPLE,
+                 spatial_multiple: int | tuple[int, int] = MOVA_SPATIAL_MULTIPLE,
                  temporal_factor: int = MOVA_TEMPORAL_FACTOR) -> str | None:
     """Why these clip settings cannot be generated (ranges, multiples, 4k+1 frames), or None.
 
