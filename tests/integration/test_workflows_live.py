@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import urllib.request
 from pathlib import Path
 
 import av
@@ -48,6 +49,16 @@ def test_schema_snapshot_is_current(comfy_server: ComfyServer, comfyui_path: Pat
     assert recorded["nodes"] == current["nodes"], (
         f"{SNAPSHOT.name} differs from the live /object_info: rerun with {UPDATE_ENV}=1, then fix the workflows "
         f"that tests/test_workflows.py reports.")
+
+
+def test_template_browser_serves_the_workflows_and_thumbnails(comfy_server: ComfyServer) -> None:
+    listed = comfy_server._request("GET", "/workflow_templates").get(PACK_NAME, [])
+    assert sorted(listed) == sorted(path.stem for path in WORKFLOWS)
+    for name in listed:
+        for suffix, kind in ((".json", "application/json"), (".jpg", "image/jpeg")):
+            url = f"http://127.0.0.1:{comfy_server.port}/api/workflow_templates/{PACK_NAME}/{name}{suffix}"
+            with urllib.request.urlopen(url, timeout=10) as response:
+                assert response.status == 200 and response.headers["Content-Type"].startswith(kind), url
 
 
 @pytest.fixture(scope="module")

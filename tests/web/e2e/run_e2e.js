@@ -100,6 +100,17 @@ async function checkPad(page) {
   const final = (await nodeState(page, "MOVASampler")).values;
   step("widgets -> pad", { readout });
 
+  await page.keyboard.press("Control+z");
+  await page.waitForTimeout(500);
+  const undone = (await nodeState(page, "MOVASampler")).values;
+  assert.deepEqual([undone.text_cfg, undone.bridge_cfg], [5, 2], "Ctrl+Z restores the values before the last edits");
+  assert.equal(await page.locator(".mova-gpad__readout").first().textContent(), "5.0 / 2.0", "the pad follows undo");
+  await page.keyboard.press("Control+y");
+  await page.waitForTimeout(500);
+  const redone = (await nodeState(page, "MOVASampler")).values;
+  assert.deepEqual([redone.text_cfg, redone.bridge_cfg], [final.text_cfg, final.bridge_cfg], "Ctrl+Y redoes them");
+  step("undo / redo", { undone: [undone.text_cfg, undone.bridge_cfg], redone: [redone.text_cfg, redone.bridge_cfg] });
+
   const saved = await page.evaluate(() => window.app.graph.serialize());
   const sampler = saved.nodes.find((n) => n.type === "MOVASampler");
   assert.equal(sampler.widgets_values.length, 12, "the pad adds no value of its own to the saved workflow");
