@@ -59,7 +59,7 @@ class GuidancePad {
 
     this.handle = el("div.mova-gpad__handle", { "aria-hidden": "true" });
     this.defaultMarker = el("div.mova-gpad__default", { "aria-hidden": "true", title: "Official default" },
-      el("span.mova-gpad__default-label", { text: "official" }));
+      el("span.mova-gpad__diamond"), el("span.mova-gpad__default-label", { text: "official" }));
     this.grid = svg("svg", { class: "mova-gpad__grid", viewBox: "0 0 100 100", preserveAspectRatio: "none",
       "aria-hidden": "true" });
     const helpId = `mova-gpad-help-${Math.random().toString(36).slice(2, 10)}`;
