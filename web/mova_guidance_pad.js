@@ -162,10 +162,13 @@ class GuidancePad {
     const position = valuesToPosition(values, axes);
     this.handle.style.left = percent(position.x);
     this.handle.style.top = percent(position.y);
-    this.readout.textContent = `${formatValue(values.text, axes.text)} / ${formatValue(values.bridge, axes.bridge)}`;
+    const shown = (axis) => (locked[axis] ? "link" : formatValue(values[axis], axes[axis]));
+    this.readout.textContent = `${shown("text")} / ${shown("bridge")}`;
     const preset = matchingPreset(values, axes);
-    this.presetName.textContent = preset ? preset.label : "Custom";
-    this.presetName.classList.toggle("is-custom", !preset);
+    const lockedNames = [locked.text && "text CFG", locked.bridge && "bridge CFG"].filter(Boolean);
+    this.presetName.textContent = lockedNames.length ? `${lockedNames.join(" and ")} from a link`
+      : (preset ? preset.label : "Custom");
+    this.presetName.classList.toggle("is-custom", !preset || lockedNames.length > 0);
     for (const button of this.presetButtons) {
       button.setAttribute("aria-pressed", String(button.dataset.preset === preset?.id));
     }
@@ -175,7 +178,6 @@ class GuidancePad {
     this.plot.setAttribute("aria-valuemax", String(axes.text.max));
     this.plot.setAttribute("aria-valuetext", description);
     this.plot.title = `${description}\n${KEY_HELP}`;
-    const lockedNames = [locked.text && "text CFG", locked.bridge && "bridge CFG"].filter(Boolean);
     this.element.classList.toggle("is-locked", lockedNames.length === 2);
     this.element.dataset.locked = lockedNames.join(",");
     this.plot.setAttribute("aria-disabled", String(lockedNames.length === 2));
