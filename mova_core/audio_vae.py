@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 from typing import Any, Mapping
 
 import torch
@@ -21,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ConfigBase, ConfigError
-from .loading import CheckpointError, KeyView, LazyStateDict, load_network
+from .loading import CheckpointError, ComponentPath, KeyView, LazyStateDict, load_network
 from .ops import cast_like
 
 SNAKE_EPS = 1e-9
@@ -248,7 +247,7 @@ def fused_weight_norm_view(weights: LazyStateDict) -> Mapping[str, torch.Tensor]
 
 
 def load_audio_vae(
-    path: str | Path,
+    path: ComponentPath,
     *,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",

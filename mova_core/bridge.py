@@ -7,7 +7,6 @@ Module and parameter names equal the official state-dict keys.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +15,7 @@ from torch import nn
 from .attention import QKNormAttention, attention, check_backend
 from .config import BridgeConfig
 from .dit import modulate
-from .loading import load_network
+from .loading import ComponentPath, load_network
 from .ops import cast_like
 from .rope import CosSin, aligned_rope_tables, apply_rotate_half_rope
 
@@ -189,7 +188,7 @@ class DualTowerBridge(nn.Module):
 
 
 def load_bridge(
-    path: str | Path,
+    path: ComponentPath,
     *,
     config: BridgeConfig | None = None,
     dtype: torch.dtype = torch.float32,

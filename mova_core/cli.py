@@ -1,4 +1,4 @@
-"""Command line: ``python -m mova_core demo`` and ``python -m mova_core generate``."""
+"""Command line: ``python -m mova_core demo``, ``generate`` and ``pack``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import torch
 from tqdm import tqdm
 
 from .media import LoudnessTarget
+from .pack import pack_checkpoint
 from .pipeline import OFFICIAL_NEGATIVE_PROMPT, MovaPipeline
 from .sampler import StepInfo
 from .tiny import cached_tiny_checkpoint
@@ -48,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     generate = commands.add_parser("generate", help="generate a clip with an official MOVA folder")
     _add_sampling_arguments(generate, height=352, width=640, frames=193, steps=50)
-    generate.add_argument("--model", type=Path, required=True, help="MOVA folder (holds model_index.json)")
+    generate.add_argument("--model", type=Path, required=True,
+                          help="MOVA folder (holds model_index.json) or packed MOVA .safetensors file")
     generate.add_argument("--prompt", required=True)
     generate.add_argument("--negative-prompt", default=OFFICIAL_NEGATIVE_PROMPT)
     generate.add_argument("--image", type=Path, default=None, help="first frame (I2VA); omit for T2VA")
@@ -56,7 +58,26 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     generate.add_argument("--offload", action="store_true",
                           help="keep weights in host memory; only the networks in use go to the device")
+
+    pack = commands.add_parser("pack", help="pack a MOVA folder into one .safetensors file (loads like the folder)")
+    pack.add_argument("--model", type=Path, required=True, help="MOVA folder (holds model_index.json)")
+    pack.add_argument("--out", type=Path, required=True, help="the .safetensors file to write (never overwritten)")
+    pack.add_argument("--dtype", choices=sorted(DTYPES), default=None,
+                      help="convert the weights (float8_e4m3fn: Linear weights of the DiTs, Bridge and umT5; the rest "
+                           "bfloat16); default: keep the folder's dtypes")
+    pack.add_argument("--no-text-encoder", action="store_true",
+                      help="leave umT5 and its tokenizer out (encode prompts with ComfyUI's CLIPLoader(type='wan'))")
     return parser
+
+
+def _pack(args: argparse.Namespace) -> Path:
+    with tqdm(desc="packing", unit="B", unit_scale=True, unit_divisor=1024) as bar:
+        def on_progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        return pack_checkpoint(args.model, args.out, dtype=None if args.dtype is None else DTYPES[args.dtype],
+                               include_text_encoder=not args.no_text_encoder, progress=on_progress)
 
 
 def _run(pipe: MovaPipeline, args: argparse.Namespace, *, negative_prompt: str, image: object = None) -> Path:
@@ -78,6 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         pipe = MovaPipeline.from_pretrained(cached_tiny_checkpoint(args.cache), dtype=torch.float32)
         path = _run(pipe, args, negative_prompt="")
+    elif args.command == "pack":
+        path = _pack(args)
     else:
         from PIL import Image
 

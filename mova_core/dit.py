@@ -9,14 +9,13 @@ key for key. Every layer comes from the ``operations`` namespace (see :mod:`mova
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from .attention import QKNormAttention
 from .config import DiTConfig
-from .loading import load_network
+from .loading import ComponentPath, load_network
 from .ops import cast_like
 from .rope import apply_interleaved_rope, audio_rope_table, video_rope_table
 
@@ -186,7 +185,7 @@ class DiTTower(nn.Module):
 
 
 def load_dit(
-    path: str | Path,
+    path: ComponentPath,
     *,
     config: DiTConfig | None = None,
     dtype: torch.dtype = torch.float32,

@@ -1,17 +1,19 @@
 """Stream official safetensors checkpoints into modules built on the meta device.
 
 A component path is either a folder (``config.json`` plus one ``*.safetensors`` file or
-shards listed in a ``*.safetensors.index.json``) or a single ``.safetensors`` file. Tensors
-are read one at a time from memory-mapped files and cast straight into the module, so peak
-RAM stays near one copy of the weights.
+shards listed in a ``*.safetensors.index.json``), a single ``.safetensors`` file, or a
+:class:`PackedComponent` (one component's keys inside a packed single-file MOVA checkpoint, see
+:mod:`mova_core.packed`). Tensors are read one at a time from memory-mapped files and cast
+straight into the module, so peak RAM stays near one copy of the weights.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, TypeVar
+from typing import Any, Callable, Iterator, Mapping, TypeVar, Union
 
 import torch
 from safetensors import safe_open
@@ -30,6 +32,26 @@ _PREVIEW_KEYS = 5
 
 class CheckpointError(ValueError):
     """A checkpoint that does not match the module it is loaded into."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PackedComponent:
+    """One component of a packed single-file MOVA checkpoint: the file's tensors under ``"<name>."``
+    (read without the prefix) and the content of the component's ``config.json``."""
+
+    file: Path
+    name: str
+    config: Mapping[str, Any] = dataclasses.field(compare=False, repr=False)
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.name}."
+
+    def __str__(self) -> str:
+        return f"{self.file} (component {self.name})"
+
+
+ComponentPath = Union[str, Path, PackedComponent]
 
 
 def weight_files(path: str | Path) -> list[Path]:
@@ -61,11 +83,13 @@ def weight_files(path: str | Path) -> list[Path]:
 class LazyStateDict(Mapping[str, torch.Tensor]):
     """Read-only mapping over the tensors of safetensors files, loaded on access.
 
+    With a ``prefix`` only the keys starting with it are seen, under their name without it.
     Use as a context manager; the files stay memory-mapped while it is open.
     """
 
-    def __init__(self, files: list[Path]):
+    def __init__(self, files: list[Path], prefix: str = ""):
         self.files = files
+        self.prefix = prefix
         self._stack = ExitStack()
         self._where: dict[str, object] = {}
         self._source: dict[str, Path] = {}
@@ -74,15 +98,16 @@ class LazyStateDict(Mapping[str, torch.Tensor]):
         for file in self.files:
             handle = self._stack.enter_context(safe_open(str(file), framework="pt", device="cpu"))
             for key in handle.keys():
-                self._where[key] = handle
-                self._source[key] = file
+                if key.startswith(self.prefix):
+                    self._where[key[len(self.prefix):]] = handle
+                    self._source[key[len(self.prefix):]] = file
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stack.close()
 
     def __getitem__(self, key: str) -> torch.Tensor:
-        return self._where[key].get_tensor(key)  # type: ignore[attr-defined]
+        return self._where[key].get_tensor(self.prefix + key)  # type: ignore[attr-defined]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._where)
@@ -91,7 +116,7 @@ class LazyStateDict(Mapping[str, torch.Tensor]):
         return len(self._where)
 
     def shape(self, key: str) -> tuple[int, ...]:
-        return tuple(self._where[key].get_slice(key).get_shape())  # type: ignore[attr-defined]
+        return tuple(self._where[key].get_slice(self.prefix + key).get_shape())  # type: ignore[attr-defined]
 
     def source(self, key: str) -> Path:
         return self._source[key]
@@ -182,17 +207,26 @@ def load_weights(
             owner._buffers[name] = tensor
 
 
+def open_weights(path: ComponentPath) -> LazyStateDict:
+    """The lazy tensors of a component folder, a single weights file or a packed component."""
+    if isinstance(path, PackedComponent):
+        return LazyStateDict([path.file], prefix=path.prefix)
+    return LazyStateDict(weight_files(path))
+
+
 def component_file(path: str | Path, name: str) -> Path:
     """``name`` (for example ``config.json``) inside a component folder, or next to a single weights file."""
     path = Path(path)
     return (path if path.is_dir() else path.parent) / name
 
 
-def component_config(path: str | Path, config: C | None, config_class: type[C]) -> C:
+def component_config(path: ComponentPath, config: C | None, config_class: type[C]) -> C:
     """The explicit ``config``, else ``config_class`` read from the ``config.json`` of the component
-    folder (or next to a single weights file)."""
+    folder (or next to a single weights file, or carried by a packed component)."""
     if config is not None:
         return config
+    if isinstance(path, PackedComponent):
+        return config_class.from_dict(path.config, source=f"{path} config")
     config_file = component_file(path, "config.json")
     if not config_file.is_file():
         raise ConfigError(
@@ -205,7 +239,7 @@ def component_config(path: str | Path, config: C | None, config_class: type[C]) 
 def load_network(
     network: Callable[..., M],
     config_class: type[C],
-    path: str | Path,
+    path: ComponentPath,
     *,
     config: C | None = None,
     dtype: torch.dtype = torch.float32,
@@ -214,8 +248,8 @@ def load_network(
     convert: Callable[[LazyStateDict], Mapping[str, torch.Tensor]] | None = None,
     **network_kwargs: Any,
 ) -> M:
-    """Build ``network(config, operations=..., **network_kwargs)`` for a component folder (or a single
-    weights file with ``config`` given) and stream its weights in. ``operations`` defaults to
+    """Build ``network(config, operations=..., **network_kwargs)`` for a component folder, a packed
+    component (or a single weights file with ``config`` given) and stream its weights in. ``operations`` defaults to
     :func:`mova_core.ops.operations_for` ``(dtype)``."""
     config = component_config(path, config, config_class)
     ops = operations_for(dtype, operations)
@@ -231,7 +265,7 @@ def build_on_meta(factory: Callable[[], M]) -> M:
 
 def load_component(
     factory: Callable[[], M],
-    path: str | Path,
+    path: ComponentPath,
     *,
     dtype: torch.dtype = torch.float32,
     compute_dtype: torch.dtype | None = None,
@@ -245,7 +279,7 @@ def load_component(
     it has one, is used to check shapes without reading tensors).
     """
     module = build_on_meta(factory)
-    with LazyStateDict(weight_files(path)) as lazy:
+    with open_weights(path) as lazy:
         weights: Mapping[str, torch.Tensor] = lazy if convert is None else convert(lazy)
         shape_of = getattr(weights, "shape", None)  # converted views may report shapes without reading
         load_weights(module, weights, source=str(path), dtype=dtype, compute_dtype=compute_dtype,

@@ -18,14 +18,15 @@ import torch
 from .audio_vae import DAC, load_audio_vae
 from .bridge import DualTowerBridge, load_bridge
 from .conditioning import ImageInput, image_condition, prepare_reference_image
-from .config import ModelIndex, SchedulerConfig
+from .checkpoint import open_checkpoint
+from .config import ModelIndex
 from .dit import DiTTower, load_dit
 from .offload import ModelPlacement
 from .joint import joint_forward
 from .media import LoudnessTarget, write_mp4
 from .sampler import HIGH_NOISE_EXPERT, LOW_NOISE_EXPERT, Guidance, StepInfo, VelocityModel, sample
 from .scheduler import FlowMatchPairScheduler
-from .text_encoder import TextEncoder, load_text_encoder
+from .text_encoder import TextEncoder
 from .video_vae import VideoVAE, load_video_vae
 
 # Negative prompt of the official ``scripts/inference_single.py`` (the ``__call__`` default is "").
@@ -135,30 +136,30 @@ class MovaPipeline:
     @classmethod
     def from_pretrained(cls, path: str | Path, dtype: torch.dtype = torch.bfloat16, device: torch.device | str = "cpu",
                         *, attention_backend: str = "sdpa", offload: bool = False) -> "MovaPipeline":
-        """Load an official MOVA folder (``model_index.json`` and one sub-folder per component).
+        """Load an official MOVA folder (``model_index.json`` and one sub-folder per component) or a
+        packed single-file MOVA (:mod:`mova_core.packed`; one packed without the text encoder loads
+        with ``text_encoder=None``, so prompts must come as embeddings).
 
         ``dtype`` is the weight dtype of the DiTs, bridge and text encoder (float8_e4m3fn: stored in
         fp8, computed in bf16); the VAEs use ``dtype`` too, except that fp8 keeps them in bf16.
         ``offload=True`` keeps the weights in host memory and moves only the networks in use to
         ``device`` (text encoder, then the active expert with the audio DiT and Bridge, then the VAEs).
         """
-        root = Path(path)
+        checkpoint = open_checkpoint(path)
         load_device = "cpu" if offload else device
-        if not (root / "model_index.json").is_file():
-            raise FileNotFoundError(f"{root} is not a MOVA folder: model_index.json is missing. Point `path` at the "
-                                    "folder that holds model_index.json, video_dit/, audio_dit/, ...")
-        index = ModelIndex.from_file(root / "model_index.json")
+        index = checkpoint.model_index()
         vae_dtype = torch.bfloat16 if dtype == torch.float8_e4m3fn else dtype
         dit_args = dict(dtype=dtype, device=load_device, attention_backend=attention_backend)
         return cls(
-            video_dit=load_dit(root / "video_dit", **dit_args),
-            video_dit_2=load_dit(root / "video_dit_2", **dit_args),
-            audio_dit=load_dit(root / "audio_dit", **dit_args),
-            bridge=load_bridge(root / "dual_tower_bridge", **dit_args),
-            video_vae=load_video_vae(root / "video_vae", dtype=vae_dtype, device=load_device),
-            audio_vae=load_audio_vae(root / "audio_vae", dtype=vae_dtype, device=load_device),
-            text_encoder=load_text_encoder(root / "text_encoder", dtype=dtype, device=load_device),
-            scheduler=FlowMatchPairScheduler(SchedulerConfig.from_file(root / "scheduler" / "scheduler_config.json")),
+            video_dit=load_dit(checkpoint.component("video_dit"), **dit_args),
+            video_dit_2=load_dit(checkpoint.component("video_dit_2"), **dit_args),
+            audio_dit=load_dit(checkpoint.component("audio_dit"), **dit_args),
+            bridge=load_bridge(checkpoint.component("dual_tower_bridge"), **dit_args),
+            video_vae=load_video_vae(checkpoint.component("video_vae"), dtype=vae_dtype, device=load_device),
+            audio_vae=load_audio_vae(checkpoint.component("audio_vae"), dtype=vae_dtype, device=load_device),
+            text_encoder=None if checkpoint.omits_text_encoder else checkpoint.load_text_encoder(
+                dtype=dtype, device=load_device),
+            scheduler=FlowMatchPairScheduler(checkpoint.scheduler_config()),
             model_index=index,
             device=device,
             offload=offload,
@@ -184,8 +185,8 @@ class MovaPipeline:
 
     def encode_prompt(self, prompt: str) -> torch.Tensor:
         if self.text_encoder is None:
-            raise ValueError("this pipeline was built without a text encoder (text_encoder=None); load the "
-                             "folder's text_encoder/ or pass prompt embeddings.")
+            raise ValueError("this pipeline has no text encoder (text_encoder=None, e.g. a file packed with "
+                             "--no-text-encoder); load a checkpoint that includes umT5 to encode prompts.")
         self._use("text_encoder")
         return self.text_encoder.encode([prompt])
 

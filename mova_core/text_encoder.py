@@ -26,7 +26,7 @@ from tokenizers.processors import TemplateProcessing
 from torch import nn
 
 from .config import ConfigBase, ConfigError
-from .loading import KeyView, LazyStateDict, load_network
+from .loading import ComponentPath, KeyView, LazyStateDict, load_network
 from .ops import cast_like
 
 MAX_SEQUENCE_LENGTH = 512
@@ -273,7 +273,7 @@ def embedding_under_shared_name(weights: LazyStateDict) -> Mapping[str, torch.Te
 
 
 def load_umt5_encoder(
-    path: str | Path,
+    path: ComponentPath,
     *,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ConfigBase, ConfigError
-from .loading import load_component
+from .loading import ComponentPath, PackedComponent, component_config, load_component
 from .ops import cast_like, operations_for
 
 # Wan 2.1 latent statistics (the diffusers defaults; checkpoints state their own in config.json).
@@ -509,7 +509,7 @@ class VideoVAE(nn.Module):
 
 
 def load_video_vae(
-    path: str | Path,
+    path: ComponentPath,
     *,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
@@ -517,10 +517,10 @@ def load_video_vae(
     config: VideoVAEConfig | None = None,
     compute_dtype: torch.dtype | None = None,
 ) -> VideoVAE:
-    """Load a ``video_vae/`` folder (``config.json`` + safetensors in diffusers key layout) or a
-    single ``.safetensors`` file (then ``config`` or the Wan 2.1 defaults describe it)."""
-    path = Path(path)
+    """Load a ``video_vae/`` folder (``config.json`` + safetensors in diffusers key layout), a packed
+    component, or a single ``.safetensors`` file (then ``config`` or the Wan 2.1 defaults describe it)."""
     if config is None:
-        config = VideoVAEConfig.from_file(path / "config.json") if path.is_dir() else VideoVAEConfig()
+        single_file = not isinstance(path, PackedComponent) and Path(path).is_file()
+        config = VideoVAEConfig() if single_file else component_config(path, None, VideoVAEConfig)
     ops = operations_for(dtype, operations)
     return load_component(lambda: VideoVAE(config, ops, compute_dtype), path, dtype=dtype, device=device)

@@ -7,7 +7,7 @@ import os
 import folder_paths
 from comfy_api.latest import io
 
-from .model_folders import find_model_folders
+from .model_folders import find_models
 from .widgets import NumberSpec
 
 MOVA_FOLDER = "mova"
@@ -40,4 +40,4 @@ def model_roots() -> list[str]:
 
 def model_names() -> list[str]:
     """The MOVA model folders the loader offers (refreshed at every /object_info request)."""
-    return find_model_folders(model_roots())
+    return find_models(model_roots())

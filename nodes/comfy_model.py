@@ -22,12 +22,12 @@ import comfy.ops
 from ..mova_core.attention import register_backend
 from ..mova_core.audio_vae import load_audio_vae
 from ..mova_core.bridge import load_bridge
-from ..mova_core.config import ModelIndex, SchedulerConfig
+from ..mova_core.checkpoint import MovaCheckpoint, open_checkpoint
 from ..mova_core.dit import DiTTower, load_dit
 from ..mova_core.pipeline import MovaPipeline
 from ..mova_core.sampler import HIGH_NOISE_EXPERT, LOW_NOISE_EXPERT
 from ..mova_core.scheduler import FlowMatchPairScheduler
-from ..mova_core.text_encoder import TextEncoder, load_text_encoder
+from ..mova_core.text_encoder import TextEncoder
 from ..mova_core.video_vae import load_video_vae
 from .lora_patches import AUDIO_PATCHER
 
@@ -92,8 +92,8 @@ def _patcher(module: torch.nn.Module, load_device: torch.device, offload_device:
 class _SharedParts:
     """Parts every clone of a MovaModel shares: the VAEs' patchers and the lazily loaded umT5."""
 
-    def __init__(self, root: Path, pipeline: MovaPipeline, storage: torch.dtype, compute: torch.dtype):
-        self.root = root
+    def __init__(self, checkpoint: MovaCheckpoint, pipeline: MovaPipeline, storage: torch.dtype, compute: torch.dtype):
+        self.checkpoint = checkpoint
         self.storage = storage
         self.compute = compute
         self.video_vae = _patcher(pipeline.video_vae, mm.vae_device(), mm.vae_offload_device())
@@ -111,7 +111,8 @@ class MovaModel:
 
     @property
     def root(self) -> Path:
-        return self._shared.root
+        """The model folder or packed file."""
+        return self._shared.checkpoint.path
 
     @property
     def load_device(self) -> torch.device:
@@ -141,44 +142,47 @@ class MovaModel:
         mm.load_models_gpu([self._shared.audio_vae], memory_required=memory_required)
 
     def text_encoder(self) -> TextEncoder:
-        """The folder's umT5 (read on first use), loaded onto the text-encoder device."""
+        """The checkpoint's umT5 (read on first use), loaded onto the text-encoder device."""
         shared = self._shared
         if shared.text_encoder is None:
-            folder = shared.root / "text_encoder"
-            if not folder.is_dir() or not (shared.root / "tokenizer").is_dir():
-                raise FileNotFoundError(
-                    f"mova_model: {shared.root} has no text_encoder/ and tokenizer/ folders, so MOVA Text Encode "
-                    "cannot run. Download them with the model, or encode prompts with CLIPLoader(type='wan') + "
-                    "CLIPTextEncode and connect the negative prompt explicitly.")
             storage = torch.bfloat16 if shared.storage == torch.float16 else shared.storage
-            self.pipeline.text_encoder = load_text_encoder(
-                folder, dtype=storage, device=mm.text_encoder_offload_device(), operations=operations(storage))
+            try:
+                self.pipeline.text_encoder = shared.checkpoint.load_text_encoder(
+                    dtype=storage, device=mm.text_encoder_offload_device(), operations=operations(storage))
+            except FileNotFoundError as error:
+                raise FileNotFoundError(
+                    f"mova_model: {error}, so MOVA's own umT5 cannot encode prompts (MOVA Text Encode, or the "
+                    "sampler's default negative prompt). Encode prompts with CLIPLoader(type='wan') + CLIPTextEncode "
+                    "and connect them to the sampler's positive and negative inputs, or use a checkpoint that "
+                    "includes the text encoder.") from None
             shared.text_encoder = _patcher(self.pipeline.text_encoder.model, mm.text_encoder_device(),
                                            mm.text_encoder_offload_device())
         mm.load_models_gpu([shared.text_encoder])
         return self.pipeline.text_encoder
 
 
-def load_mova_model(root: Path, weight_dtype: str, attention: str) -> MovaModel:
-    """Read an official MOVA folder into patchers (weights land on ComfyUI's offload device)."""
+def load_mova_model(path: Path, weight_dtype: str, attention: str) -> MovaModel:
+    """Read an official MOVA folder or a packed MOVA file into patchers (weights land on ComfyUI's offload device)."""
+    checkpoint = open_checkpoint(path)
     storage = STORAGE_DTYPES[weight_dtype]
     load_device, offload = mm.get_torch_device(), mm.unet_offload_device()
     compute = compute_dtype(storage, load_device)
     ops = operations(storage)
     dit_args = dict(dtype=storage, device=offload, operations=ops, attention_backend=attention)
-    towers = {name: load_dit(root / name, **dit_args) for name in (HIGH_NOISE_EXPERT, LOW_NOISE_EXPERT, "audio_dit")}
+    towers = {name: load_dit(checkpoint.component(name), **dit_args)
+              for name in (HIGH_NOISE_EXPERT, LOW_NOISE_EXPERT, "audio_dit")}
     for tower in towers.values():
         tower.compute_dtype_override = compute
     vae_storage = torch.bfloat16 if storage == torch.float8_e4m3fn else storage
     vae_args = dict(dtype=vae_storage, device=mm.vae_offload_device(), operations=operations(vae_storage))
     pipeline = MovaPipeline(
         video_dit=towers[HIGH_NOISE_EXPERT], video_dit_2=towers[LOW_NOISE_EXPERT], audio_dit=towers["audio_dit"],
-        bridge=load_bridge(root / "dual_tower_bridge", **dit_args),
-        video_vae=load_video_vae(root / "video_vae", compute_dtype=compute, **vae_args),
-        audio_vae=load_audio_vae(root / "audio_vae", **vae_args),
+        bridge=load_bridge(checkpoint.component("dual_tower_bridge"), **dit_args),
+        video_vae=load_video_vae(checkpoint.component("video_vae"), compute_dtype=compute, **vae_args),
+        audio_vae=load_audio_vae(checkpoint.component("audio_vae"), **vae_args),
         text_encoder=None,  # read on first use: many workflows encode with CLIPLoader instead
-        scheduler=FlowMatchPairScheduler(SchedulerConfig.from_file(root / "scheduler" / "scheduler_config.json")),
-        model_index=ModelIndex.from_file(root / "model_index.json"),
+        scheduler=FlowMatchPairScheduler(checkpoint.scheduler_config()),
+        model_index=checkpoint.model_index(),
         device=load_device,
     )
     video_format = comfy.latent_formats.Wan21()
@@ -187,7 +191,7 @@ def load_mova_model(root: Path, weight_dtype: str, attention: str) -> MovaModel:
         LOW_NOISE_EXPERT: _patcher(pipeline.experts[LOW_NOISE_EXPERT], load_device, offload, video_format),
         AUDIO_PATCHER: _patcher(AudioTower(pipeline.audio_dit, pipeline.bridge), load_device, offload),
     }
-    return MovaModel(pipeline, patchers, _SharedParts(root, pipeline, storage, compute))
+    return MovaModel(pipeline, patchers, _SharedParts(checkpoint, pipeline, storage, compute))
 
 
 def activation_memory(model: MovaModel, video_shape: tuple[int, ...], audio_shape: tuple[int, ...]) -> int:

@@ -14,7 +14,7 @@ from ..mova_core.lora import load_lora
 from .comfy_io import CATEGORY, MovaModelType, model_names, model_roots, number_input
 from .comfy_model import COMFY_ATTENTION, MovaModel, load_mova_model
 from .lora_patches import STRENGTH_INPUTS, LoraFileCache, patch_groups, strengths_from_widgets
-from .model_folders import component_problem, resolve_model_folder
+from .model_folders import component_problem, resolve_model
 from .widgets import LORA_STRENGTHS, WEIGHT_DTYPES, choice_problem
 
 log = logging.getLogger(__name__)
@@ -32,12 +32,13 @@ class MOVAModelLoader(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="MOVAModelLoader", display_name="MOVA Model Loader", category=CATEGORY,
-            description="Loads a MOVA checkpoint folder from models/mova. The two video experts and the audio DiT + "
+            description="Loads a MOVA checkpoint folder (or a packed single-file MOVA) from models/mova. The two video experts and the audio DiT + "
                         "bridge get their own ComfyUI model patchers: only the active expert is loaded, weights stream "
                         "in low-VRAM mode, LoRAs patch them without copies.",
             inputs=[
                 io.Combo.Input("model_name", options=model_names(),
-                               tooltip="A folder under models/mova holding model_index.json (official MOVA layout)."),
+                               tooltip="A folder under models/mova holding model_index.json (official MOVA layout), "
+                                       "or a .safetensors file packed with `python -m mova_core pack`."),
                 io.Combo.Input("weight_dtype", options=list(WEIGHT_DTYPES), default="bf16",
                                tooltip="Weight storage. fp8_e4m3fn halves the DiT memory (Linear weights in fp8, "
                                        "computed in bf16); fp32 is for CPU tests."),
@@ -59,20 +60,20 @@ class MOVAModelLoader(io.ComfyNode):
         problem = _loader_problem(model_name, weight_dtype, attention)
         if problem:
             raise ValueError(problem)
-        return io.NodeOutput(load_mova_model(resolve_model_folder(model_roots(), model_name), weight_dtype, attention))
+        return io.NodeOutput(load_mova_model(resolve_model(model_roots(), model_name), weight_dtype, attention))
 
 
 def _loader_problem(model_name: str, weight_dtype: str, attention: str) -> str | None:
-    """What is wrong with the loader's widgets (choices, model folder and its components), or None."""
+    """What is wrong with the loader's widgets (choices, model folder or packed file and its components), or None."""
     problem = (choice_problem("weight_dtype", weight_dtype, WEIGHT_DTYPES)
                or choice_problem("attention", attention, attention_choices(), "Install the backend's package or use 'comfy'."))
     if problem:
         return problem
     try:
-        folder = resolve_model_folder(model_roots(), model_name)
+        model = resolve_model(model_roots(), model_name)
     except FileNotFoundError as error:
         return str(error)
-    return component_problem(folder, model_name)
+    return component_problem(model, model_name)
 
 
 class MOVALoraLoader(io.ComfyNode):

@@ -1,8 +1,10 @@
-"""Finding MOVA model folders under the ``models/mova`` search paths (no ComfyUI import).
+"""Finding MOVA models under the ``models/mova`` search paths (no ComfyUI import).
 
 A MOVA model is a folder holding ``model_index.json`` and one sub-folder per component (the
-official Hugging Face layout). Folders are listed by their path relative to the search root,
-with ``/`` separators, so the same name works on every OS and in saved workflows.
+official Hugging Face layout), or a packed single ``.safetensors`` file (:mod:`mova_core.packed`),
+recognised by the marker in its header (only the header is read, once per file version; other
+files are not listed). Models are listed by their path relative to the search root, with ``/``
+separators, so the same name works on every OS and in saved workflows.
 """
 
 from __future__ import annotations
@@ -11,19 +13,30 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Iterable
 
+from ..mova_core.packed import PACK_HINT, inspect_packed
+
 MODEL_INDEX = "model_index.json"
+PACKED_SUFFIX = ".safetensors"
 REQUIRED_COMPONENTS = ("video_dit", "video_dit_2", "audio_dit", "dual_tower_bridge", "video_vae", "audio_vae", "scheduler")
 TEXT_COMPONENTS = ("text_encoder", "tokenizer")  # only MOVA Text Encode (and the default negative) need them
 MAX_DEPTH = 3  # models/mova/<org>/<name>/ is as deep as people nest
 
 
-def _is_model(folder: Path) -> bool:
+def _is_model_folder(folder: Path) -> bool:
     return (folder / MODEL_INDEX).is_file()
+
+
+def _is_packed_file(path: Path) -> bool:
+    return path.suffix == PACKED_SUFFIX and path.is_file() and inspect_packed(path).marked
+
+
+def _is_model(path: Path) -> bool:
+    return _is_model_folder(path) or _is_packed_file(path)
 
 
 def _walk(root: Path, folder: Path, depth: int) -> Iterable[str]:
     try:
-        children = sorted((entry for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith(".")),
+        children = sorted((entry for entry in os.scandir(folder) if not entry.name.startswith(".")),
                           key=lambda entry: entry.name)
     except OSError:  # unreadable or vanished folder: nothing to list there
         return
@@ -31,12 +44,13 @@ def _walk(root: Path, folder: Path, depth: int) -> Iterable[str]:
         path = Path(entry.path)
         if _is_model(path):
             yield path.relative_to(root).as_posix()
-        elif depth < MAX_DEPTH:
+        elif depth < MAX_DEPTH and path.is_dir():
             yield from _walk(root, path, depth + 1)
 
 
-def find_model_folders(roots: Iterable[str | Path]) -> list[str]:
-    """Names of the model folders below ``roots`` (searched in order; a name found twice is listed once).
+def find_models(roots: Iterable[str | Path]) -> list[str]:
+    """Names of the model folders and packed files below ``roots`` (searched in order; a name found twice
+    is listed once).
 
     A model folder is not searched further (its component folders are not models); links are followed.
     """
@@ -48,8 +62,8 @@ def find_model_folders(roots: Iterable[str | Path]) -> list[str]:
     return sorted(names)
 
 
-def resolve_model_folder(roots: Iterable[str | Path], name: str) -> Path:
-    """The folder ``name`` stands for (first root that has it); FileNotFoundError naming the fix."""
+def resolve_model(roots: Iterable[str | Path], name: str) -> Path:
+    """The model folder or packed file ``name`` stands for (first root that has it); FileNotFoundError naming the fix."""
     roots = [Path(root) for root in roots]
     posix = PurePosixPath(name)
     if posix.is_absolute() or Path(name).is_absolute() or ".." in posix.parts:
@@ -58,12 +72,17 @@ def resolve_model_folder(roots: Iterable[str | Path], name: str) -> Path:
     for root in roots:
         if _is_model(root / relative):
             return root / relative
-    available = find_model_folders(roots)
+    for root in roots:
+        if (root / relative).is_file():
+            raise FileNotFoundError(
+                f"model_name={name!r}: {root / relative} is not a packed MOVA checkpoint (its header has no MOVA "
+                f"marker). Pick a model folder, or pack one into a single file with {PACK_HINT}.")
+    available = find_models(roots)
     searched = ", ".join(str(root) for root in roots) or "(no models/mova folder registered)"
     raise FileNotFoundError(
-        f"model_name={name!r}: no MOVA model folder with {MODEL_INDEX} there. Put the model folder "
-        f"(model_index.json, video_dit/, audio_dit/, ...) under one of: {searched}, then refresh; "
-        f"available: {available or 'none'}."
+        f"model_name={name!r}: no MOVA model folder with {MODEL_INDEX} (or packed MOVA file) there. Put the model "
+        f"folder (model_index.json, video_dit/, audio_dit/, ...) or a packed .safetensors file under one of: "
+        f"{searched}, then refresh; available: {available or 'none'}."
     )
 
 
@@ -73,10 +92,14 @@ def missing_components(folder: Path, *, with_text_encoder: bool = False) -> list
     return [name for name in wanted if not (folder / name).is_dir()]
 
 
-def component_problem(folder: Path, name: str, *, with_text_encoder: bool = False) -> str | None:
-    """Message naming the missing component folders of model ``name``, or None when complete."""
-    missing = missing_components(folder, with_text_encoder=with_text_encoder)
+def component_problem(model: Path, name: str, *, with_text_encoder: bool = False) -> str | None:
+    """Message naming the missing component folders of model ``name`` (or what is wrong with a packed file),
+    or None when complete. A packed file without the text encoder is complete (it is optional there)."""
+    if model.is_file():
+        problem = inspect_packed(model).problem
+        return None if problem is None else f"model_name={name!r}: {problem}"
+    missing = missing_components(model, with_text_encoder=with_text_encoder)
     if not missing:
         return None
-    return (f"model_name={name!r}: the folder {folder} lacks {', '.join(f'{m}/' for m in missing)}; "
+    return (f"model_name={name!r}: the folder {model} lacks {', '.join(f'{m}/' for m in missing)}; "
             "download the complete MOVA checkpoint (all component folders next to model_index.json).")

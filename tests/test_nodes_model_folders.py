@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from comfyui_mova_av.nodes.model_folders import (REQUIRED_COMPONENTS, component_problem, find_model_folders,
-                                                 missing_components, resolve_model_folder)
+from comfyui_mova_av.nodes.model_folders import (REQUIRED_COMPONENTS, component_problem, find_models,
+                                                 missing_components, resolve_model)
 
 
 def make_model(folder, components=REQUIRED_COMPONENTS):
@@ -33,21 +33,21 @@ def roots(tmp_path):
 
 
 def test_lists_only_folders_with_model_index_once_sorted(roots):
-    assert find_model_folders(roots) == ["MOVA-360p", "OpenMOSS/MOVA-720p", "Other"]
+    assert find_models(roots) == ["MOVA-360p", "OpenMOSS/MOVA-720p", "Other"]
 
 
 def test_model_folders_are_not_searched_further(tmp_path):
     root = tmp_path / "mova"
     model = make_model(root / "A")
     make_model(model / "video_dit" / "inner")  # looks like a model but sits inside one
-    assert find_model_folders([root]) == ["A"]
+    assert find_models([root]) == ["A"]
 
 
 def test_depth_limit_and_missing_roots(tmp_path):
     root = tmp_path / "mova"
     make_model(root / "a" / "b" / "c")
     make_model(root / "a" / "b" / "c2" / "too-deep")
-    assert find_model_folders([root, tmp_path / "does-not-exist"]) == ["a/b/c"]
+    assert find_models([root, tmp_path / "does-not-exist"]) == ["a/b/c"]
 
 
 def test_linked_models_are_listed(tmp_path):
@@ -55,19 +55,19 @@ def test_linked_models_are_listed(tmp_path):
     root = tmp_path / "mova"
     root.mkdir()
     os.symlink(target, root / "linked", target_is_directory=True)
-    assert find_model_folders([root]) == ["linked"]
-    assert resolve_model_folder([root], "linked") == root / "linked"
+    assert find_models([root]) == ["linked"]
+    assert resolve_model([root], "linked") == root / "linked"
 
 
 def test_resolve_takes_the_first_root_that_has_the_model(roots):
-    assert resolve_model_folder(roots, "MOVA-360p") == roots[0] / "MOVA-360p"
-    assert resolve_model_folder(roots, "Other") == roots[1] / "Other"
-    assert resolve_model_folder(roots, "OpenMOSS/MOVA-720p") == roots[0] / "OpenMOSS" / "MOVA-720p"
+    assert resolve_model(roots, "MOVA-360p") == roots[0] / "MOVA-360p"
+    assert resolve_model(roots, "Other") == roots[1] / "Other"
+    assert resolve_model(roots, "OpenMOSS/MOVA-720p") == roots[0] / "OpenMOSS" / "MOVA-720p"
 
 
 def test_missing_model_names_the_input_the_folders_and_the_choices(roots):
     with pytest.raises(FileNotFoundError) as caught:
-        resolve_model_folder(roots, "MOVA-1080p")
+        resolve_model(roots, "MOVA-1080p")
     message = str(caught.value)
     assert message.startswith("model_name='MOVA-1080p'")
     assert str(roots[0]) in message and str(roots[1]) in message
@@ -77,7 +77,7 @@ def test_missing_model_names_the_input_the_folders_and_the_choices(roots):
 @pytest.mark.parametrize("name", ["../secret", "/etc", "a/../../b"])
 def test_paths_outside_the_model_folders_are_refused(roots, name):
     with pytest.raises(FileNotFoundError, match="relative to models/mova"):
-        resolve_model_folder(roots, name)
+        resolve_model(roots, name)
 
 
 def test_incomplete_folder_names_the_missing_components(tmp_path):
