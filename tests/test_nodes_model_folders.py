@@ -1,11 +1,17 @@
-"""Listing and resolving MOVA model folders under the models/mova search paths (no ComfyUI needed)."""
+"""Listing and resolving MOVA model folders and packed files under the models/mova search paths (no ComfyUI needed)."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
+from comfyui_mova_av.mova_core.packed import (COMPONENTS_KEY, CONFIG_KEY_PREFIX, FORMAT_KEY, MODEL_INDEX_KEY, NETWORKS,
+                                              SCHEDULER_KEY, VERSION_KEY)
+from comfyui_mova_av.mova_core.safetensors_io import TensorEntry, write_streamed
 from comfyui_mova_av.nodes.model_folders import (REQUIRED_COMPONENTS, component_problem, find_models,
                                                  missing_components, resolve_model)
 
@@ -88,3 +94,54 @@ def test_incomplete_folder_names_the_missing_components(tmp_path):
     complete = make_model(tmp_path / "full")
     assert component_problem(complete, "full") is None
     assert missing_components(complete, with_text_encoder=True) == ["text_encoder", "tokenizer"]
+
+
+def write_packed(path, components=NETWORKS, **metadata):
+    """A minimal packed MOVA file (one small tensor and an empty config per component)."""
+    documents = {FORMAT_KEY: "mova-packed", VERSION_KEY: "1", COMPONENTS_KEY: json.dumps(list(components)),
+                 MODEL_INDEX_KEY: "{}", SCHEDULER_KEY: "{}", **{CONFIG_KEY_PREFIX + name: "{}" for name in components}}
+    entries = [TensorEntry(f"{name}.weight", torch.float32, (2,), torch.zeros(2).clone) for name in components]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_streamed(path, entries, {**documents, **metadata})
+    return path
+
+
+@pytest.fixture
+def mixed_root(tmp_path):
+    root = tmp_path / "mova"
+    make_model(root / "MOVA-360p")
+    write_packed(root / "MOVA-360p-fp8.safetensors")
+    write_packed(root / "OpenMOSS" / "MOVA-720p.safetensors")
+    write_packed(root / "broken.safetensors", components=NETWORKS[:-1])  # marked, but lacks audio_vae
+    write_packed(root / "MOVA-360p" / "inside.safetensors")  # inside a model folder: not a model of its own
+    write_packed(root / ".hidden.safetensors")
+    save_file({"weight": torch.zeros(2)}, str(root / "plain.safetensors"), metadata={"format": "pt"})
+    (root / "empty.safetensors").write_bytes(b"")
+    (root / "notes.txt").write_text("not a model", encoding="utf-8")
+    return root
+
+
+def test_packed_files_are_listed_by_their_header_marker(mixed_root):
+    assert find_models([mixed_root]) == ["MOVA-360p", "MOVA-360p-fp8.safetensors", "OpenMOSS/MOVA-720p.safetensors",
+                                         "broken.safetensors"]
+
+
+def test_packed_files_resolve_and_report_what_they_lack(mixed_root):
+    packed = resolve_model([mixed_root], "OpenMOSS/MOVA-720p.safetensors")
+    assert packed == mixed_root / "OpenMOSS" / "MOVA-720p.safetensors"
+    assert component_problem(packed, "OpenMOSS/MOVA-720p.safetensors") is None
+    broken = resolve_model([mixed_root], "broken.safetensors")
+    message = component_problem(broken, "broken.safetensors")
+    assert message.startswith("model_name='broken.safetensors': ") and "lacks the component(s) audio_vae" in message
+    with pytest.raises(FileNotFoundError, match="plain.safetensors is not a packed MOVA checkpoint.*mova_core pack"):
+        resolve_model([mixed_root], "plain.safetensors")
+
+
+def test_a_file_becomes_listed_once_it_is_packed(tmp_path):
+    root = tmp_path / "mova"
+    root.mkdir()
+    target = root / "later.safetensors"
+    save_file({"weight": torch.zeros(2)}, str(target))
+    assert find_models([root]) == []
+    write_packed(root / "staging.bin").replace(target)  # a finished pack published under the listed name
+    assert find_models([root]) == ["later.safetensors"]

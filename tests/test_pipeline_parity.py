@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from conftest import assert_close_to_reference
+from mova_core.pack import pack_checkpoint
 from mova_core.pipeline import MovaPipeline
 
 pytestmark = pytest.mark.parity
@@ -15,9 +16,13 @@ pytestmark = pytest.mark.parity
 AUDIO_REL = 1e-4
 
 
-@pytest.fixture(scope="module")
-def pipe(parity_dir):
-    return MovaPipeline.from_pretrained(parity_dir / "checkpoint", dtype=torch.float32)
+@pytest.fixture(scope="module", params=["folder", "packed"])
+def pipe(request, parity_dir, tmp_path_factory):
+    """The official folder, and the same folder packed into one file (:mod:`mova_core.packed`)."""
+    checkpoint = parity_dir / "checkpoint"
+    if request.param == "packed":
+        checkpoint = pack_checkpoint(checkpoint, tmp_path_factory.mktemp("packed") / "mova.safetensors")
+    return MovaPipeline.from_pretrained(checkpoint, dtype=torch.float32)
 
 
 @pytest.mark.parametrize("run", ["pipeline_cfg5", "pipeline_cfg1"])
