@@ -1,31 +1,43 @@
 """The shipped UI workflows (workflows/*.json) against the node schemas, without ComfyUI.
 
-Schemas come from tests/workflow_schemas/object_info.json, a normalised snapshot of the real
-server's /object_info for our nodes and every native node the workflows use. Two guards keep it
-honest: here, the snapshot must agree with the node pack's ComfyUI-free widget specs
-(nodes/widgets.py, the numbers every MOVA schema is built from), so a changed range or default
-fails CI until the snapshot is refreshed and the workflows pass again; and
-tests/integration/test_workflows_live.py compares the snapshot with a live server (COMFYUI_PATH).
+Our nodes' schemas are derived from the node code itself (tests/comfy_stub: ComfyUI's schema API
+stood in, the pack loaded as ComfyUI loads it), so any change in nodes/ that breaks a shipped
+workflow (an input renamed, added or removed, a socket or output type changed, a range, default or
+combo option changed) fails here; the tests at the end break nodes on purpose to show it. Native
+nodes (LoadImage) come from tests/workflow_schemas/native_object_info.json.
+tests/integration/test_workflows_live.py checks both against a live server (COMFYUI_PATH).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import functools
 import json
 import re
+import sys
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 
-from workflow_check import check_workflow, load_schemas, to_api_prompt, widgets
+from comfy_stub import PACKAGE, LoadedPack, derive_object_info
+from workflow_check import check_workflow, to_api_prompt, widgets, workflow_schemas
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
-SCHEMAS = load_schemas(REPO / "tests" / "workflow_schemas" / "object_info.json")
+PACK_NODES = {"MOVAModelLoader", "MOVALoraLoader", "MOVATextEncode", "MOVAPromptRewriter", "MOVASampler",
+              "MOVADecode", "MOVAAVMux"}
 SHIPPED = {"mova_i2va_basic", "mova_t2va", "mova_i2va_prompt_rewriter", "mova_lora_stack", "mova_i2va_low_vram"}
 OFFICIAL_SAMPLER = {"width": 640, "height": 352, "frames": 193, "fps": 24.0, "steps": 50, "text_cfg": 5.0,
                     "bridge_cfg": 1.0, "video_shift": 5.0, "audio_shift": 5.0, "boundary": 0.9}
 HF_ORG = "https://huggingface.co/OpenMOSS-Team/"
+
+
+@functools.cache
+def schemas() -> dict[str, dict]:
+    """Node class -> normalised schema: ours derived from nodes/, natives from the snapshot."""
+    return workflow_schemas(derive_object_info())
 
 
 def _load(name: str) -> dict:
@@ -37,7 +49,7 @@ def _nodes(workflow: dict, node_type: str) -> list[dict]:
 
 
 def _values(node: dict) -> dict:
-    return {w.name: v for w, v in zip(widgets(SCHEMAS[node["type"]]), node["widgets_values"])}
+    return {w.name: v for w, v in zip(widgets(schemas()[node["type"]]), node["widgets_values"])}
 
 
 def _source_of(workflow: dict, node: dict, input_name: str) -> dict | None:
@@ -55,7 +67,7 @@ def test_every_kind_of_workflow_is_shipped():
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
 def test_workflow_matches_the_node_schemas(path: Path):
-    problems = check_workflow(json.loads(path.read_text(encoding="utf-8")), SCHEMAS)
+    problems = check_workflow(json.loads(path.read_text(encoding="utf-8")), schemas())
     assert problems == [], "\n".join(problems)
 
 
@@ -110,24 +122,6 @@ def test_each_workflow_has_its_feature():
     assert _values(_nodes(low, "MOVADecode")[0])["tiled_decode"] is True
 
 
-def test_snapshot_agrees_with_the_node_widget_specs():
-    widgets_module = pytest.importorskip("comfyui_mova_av.nodes.widgets")
-    groups = {"MOVASampler": widgets_module.SAMPLER, "MOVALoraLoader": widgets_module.LORA_STRENGTHS,
-              "MOVADecode": widgets_module.DECODE, "MOVAAVMux": widgets_module.MUX,
-              "MOVAPromptRewriter": widgets_module.REWRITER}
-    for node_type, specs in groups.items():
-        recorded = {w.name: w for w in widgets(SCHEMAS[node_type])}
-        for name, spec in specs.items():
-            options = recorded[name].options
-            expected = (("INT" if spec.integer else "FLOAT"), spec.default, spec.low, spec.high, spec.step)
-            actual = (recorded[name].kind, options["default"], options["min"], options["max"], options["step"])
-            assert actual == pytest.approx(expected) and actual[0] == expected[0], (
-                f"{node_type}.{name}: snapshot {actual} != nodes/widgets.py {expected}; refresh the snapshot "
-                f"(MOVA_UPDATE_SCHEMA_SNAPSHOT=1 with COMFYUI_PATH) and fix the workflows")
-    loader = {w.name: w for w in widgets(SCHEMAS["MOVAModelLoader"])}
-    assert loader["weight_dtype"].options["options"] == list(widgets_module.WEIGHT_DTYPES)
-
-
 def _js_constants(pattern: str) -> list[tuple[str, ...]]:
     return [found for path in sorted((REPO / "web").rglob("*.js"))
             for found in re.findall(pattern, path.read_text(encoding="utf-8"))]
@@ -135,8 +129,8 @@ def _js_constants(pattern: str) -> list[tuple[str, ...]]:
 
 def test_web_extensions_bind_to_existing_nodes_and_widgets():
     for (node_class,) in [(c,) for c in _js_constants(r'const NODE_CLASS = "(\w+)"')]:
-        assert node_class in SCHEMAS, f"web/ targets {node_class}, which the pack does not define"
-    sampler = {w.name: w for w in widgets(SCHEMAS["MOVASampler"])}
+        assert node_class in schemas(), f"web/ targets {node_class}, which the pack does not define"
+    sampler = {w.name: w for w in widgets(schemas()["MOVASampler"])}
     axes = _js_constants(r'name: "(\w+)", label: "[^"]*", min: ([\d.]+), max: ([\d.]+), step: ([\d.]+), '
                          r'official: ([\d.]+)')
     assert {axis[0] for axis in axes} == {"text_cfg", "bridge_cfg"}
@@ -144,7 +138,7 @@ def test_web_extensions_bind_to_existing_nodes_and_widgets():
         options = sampler[name].options
         assert (options["min"], options["max"], options["step"], options["default"]) == \
             pytest.approx((float(low), float(high), float(step), float(official))), name
-    mux_inputs = SCHEMAS["MOVAAVMux"]["input"]
+    mux_inputs = schemas()["MOVAAVMux"]["input"]
     assert mux_inputs["optional"]["audio"][0] == "AUDIO", "the clip player reads the audio link"
 
 
@@ -153,7 +147,7 @@ def test_web_extensions_bind_to_existing_nodes_and_widgets():
 def _broken(change) -> list[str]:
     workflow = copy.deepcopy(_load("mova_i2va_basic"))
     change(workflow)
-    return check_workflow(workflow, SCHEMAS)
+    return check_workflow(workflow, schemas())
 
 
 def _sampler(workflow: dict) -> dict:
@@ -162,7 +156,7 @@ def _sampler(workflow: dict) -> dict:
 
 def _set(workflow: dict, node_type: str, name: str, value) -> None:
     node = _nodes(workflow, node_type)[0]
-    index = [w.name for w in widgets(SCHEMAS[node_type])].index(name)
+    index = [w.name for w in widgets(schemas()[node_type])].index(name)
     node["widgets_values"][index] = value
 
 
@@ -194,15 +188,15 @@ def test_checker_reports_what_would_break(change, message):
 
 
 def test_widget_rules_follow_the_front_end():
-    assert [(w.name, w.kind) for w in widgets(SCHEMAS["LoadImage"])] == [("image", "COMBO"), ("upload", "UPLOAD")]
-    names = [w.name for w in widgets(SCHEMAS["MOVASampler"])]
+    assert [(w.name, w.kind) for w in widgets(schemas()["LoadImage"])] == [("image", "COMBO"), ("upload", "UPLOAD")]
+    names = [w.name for w in widgets(schemas()["MOVASampler"])]
     assert names[names.index("seed") + 1] == "control_after_generate"
     assert names.index("text_cfg") + 1 == names.index("bridge_cfg")
 
 
 def test_api_prompt_is_what_the_front_end_queues():
     workflow = _load("mova_i2va_basic")
-    prompt = to_api_prompt(workflow, SCHEMAS)
+    prompt = to_api_prompt(workflow, schemas())
     assert sorted(node["class_type"] for node in prompt.values()) == sorted(
         n["type"] for n in workflow["nodes"] if n["type"] != "MarkdownNote")
     sampler_id = str(_sampler(workflow)["id"])
@@ -215,3 +209,85 @@ def test_api_prompt_is_what_the_front_end_queues():
     assert prompt[image_id]["inputs"] == {"image": "example.png"}
     mux_inputs = prompt[str(_nodes(workflow, "MOVAAVMux")[0]["id"])]["inputs"]
     assert mux_inputs["fps"] == [str(_nodes(workflow, "MOVADecode")[0]["id"]), 2], "a linked widget sends the link"
+
+
+# --- the schemas come from the node code: breaking a node breaks CI ---------------------------------
+
+def test_schemas_are_derived_from_the_pack():
+    derived = derive_object_info()
+    assert set(derived) == PACK_NODES
+    assert {name for name in schemas() if name not in PACK_NODES} == {"LoadImage"}, "natives come from the snapshot"
+    loader = derived["MOVAModelLoader"]["input"]["required"]
+    assert loader["model_name"][0] == "COMBO" and loader["model_name"][1]["options"] == [], "no model files in CI"
+    assert derived["MOVAAVMux"]["input"]["hidden"] == {"prompt": ["PROMPT"], "extra_pnginfo": ["EXTRA_PNGINFO"]}
+
+
+def test_stand_in_leaves_no_modules_behind():
+    derive_object_info()
+    leftovers = [name for name in sys.modules
+                 if name.partition(".")[0] in {"comfy", "comfy_api", "folder_paths", "latent_preview", PACKAGE}]
+    assert leftovers == []
+
+
+def _problems_of_shipped_workflows(edit: Callable[[LoadedPack], None]) -> list[str]:
+    broken = workflow_schemas(derive_object_info(edit))
+    return [f"{path.stem}: {problem}" for path in WORKFLOWS
+            for problem in check_workflow(json.loads(path.read_text(encoding="utf-8")), broken)]
+
+
+def _edit_schema(node_id: str, change: Callable[[Any, Any], None]) -> Callable[[LoadedPack], None]:
+    """An edit making ``node_id``'s ``define_schema`` apply ``change(schema, io)`` to what the code returns."""
+    def edit(pack: LoadedPack) -> None:
+        node = pack.nodes[node_id]
+        define = node.define_schema
+
+        def broken_schema(cls):
+            schema = define()
+            change(schema, pack.io)
+            return schema
+        node.define_schema = classmethod(broken_schema)
+    return edit
+
+
+def _input(schema: Any, name: str) -> Any:
+    return next(item for item in schema.inputs if item.id == name)
+
+
+def _rename_sampler_widget_spec(pack: LoadedPack) -> None:
+    """Rename ``text_cfg`` where the code defines it (nodes/widgets.py), not in the schema object."""
+    specs = pack.module("nodes.widgets").SAMPLER
+    specs["text_cfg"] = dataclasses.replace(specs["text_cfg"], name="guidance")
+
+
+def _narrow_sampler_range(pack: LoadedPack) -> None:
+    specs = pack.module("nodes.widgets").SAMPLER
+    specs["text_cfg"] = dataclasses.replace(specs["text_cfg"], high=4.0)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (_rename_sampler_widget_spec, r"input 'text_cfg' does not exist"),
+    (_edit_schema("MOVASampler", lambda s, io: setattr(_input(s, "text_cfg"), "id", "cfg")),
+     r"inputs \['cfg'\] of the node are missing"),
+    (_edit_schema("MOVASampler", lambda s, io: s.inputs.remove(_input(s, "negative"))),
+     r"input 'negative' does not exist"),
+    (_edit_schema("MOVASampler", lambda s, io: s.inputs.append(io.Image.Input("end_image", optional=True))),
+     r"inputs \['end_image'\] of the node are missing"),
+    (_edit_schema("MOVADecode", lambda s, io: s.inputs.append(io.Int.Input("tile_batch", default=1))),
+     r"5 widget values, the node has 6"),
+    (_edit_schema("MOVASampler", lambda s, io: s.inputs.__setitem__(
+        s.inputs.index(_input(s, "positive")), io.Custom("MOVA_CONDITIONING").Input("positive"))),
+     r"input 'positive' has type 'CONDITIONING', the node says 'MOVA_CONDITIONING'"),
+    (_edit_schema("MOVADecode", lambda s, io: s.outputs.__setitem__(2, io.Int.Output(display_name="fps"))),
+     r"outputs .*\('fps', 'FLOAT'\).* != node's .*\('fps', 'INT'\)"),
+    (_edit_schema("MOVATextEncode", lambda s, io: setattr(s.outputs[0], "display_name", "positive")),
+     r"outputs \[\('conditioning', 'CONDITIONING'\)\] != node's \[\('positive', 'CONDITIONING'\)\]"),
+    (_edit_schema("MOVAModelLoader", lambda s, io: _input(s, "weight_dtype").options.update(
+        options=["bf16", "fp16", "fp32"])), r"weight_dtype='fp8_e4m3fn' is not one of"),
+    (_narrow_sampler_range, r"text_cfg=5 is outside 0.0 .. 4.0"),
+    (_edit_schema("MOVAAVMux", lambda s, io: setattr(s, "is_output_node", False)), r"has no output node"),
+], ids=["rename-in-widget-specs", "rename-input", "remove-optional-socket", "add-optional-socket", "add-widget",
+        "change-socket-type", "change-output-type", "rename-output", "drop-combo-option", "narrow-range",
+        "not-an-output-node"])
+def test_a_node_change_that_breaks_a_shipped_workflow_fails(edit, message):
+    problems = _problems_of_shipped_workflows(edit)
+    assert any(re.search(message, problem) for problem in problems), problems

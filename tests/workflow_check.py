@@ -4,7 +4,12 @@ Node definitions are ``/object_info`` entries (ComfyUI's V1 JSON view). The widg
 front end's (comfyui-frontend-package 1.27): one widget per INT/FLOAT/STRING/BOOLEAN/COMBO input in
 ``input_order`` (required, then optional), an extra "control after generate" value after an INT
 with ``control_after_generate``, an extra upload-button value after a combo with ``image_upload``;
-``widgets_values`` lists them positionally.
+``widgets_values`` lists them positionally; ``inputs`` lists every input of the node (sockets and
+widgets, the upload button too) by name and type.
+
+Schemas (:func:`workflow_schemas`): our nodes' entries come from the node code (tests/comfy_stub
+derives them without ComfyUI; a live server in the integration tests), native nodes' from the
+snapshot ``workflow_schemas/native_object_info.json``.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ DYNAMIC_FOLDERS = {
     ("MOVALoraLoader", "lora_name"): "loras",
     ("LoadImage", "image"): "input",
 }
-"""Combos listing a folder's content at run time: the snapshot keeps no options, any file name passes."""
+"""Combos listing a folder's content at run time: compared by type only, any file name passes."""
 
 PORTABLE_OPTIONS = {("MOVAModelLoader", "attention"): ("comfy", "sdpa")}
 """Combos whose options depend on installed packages: only the options every install offers count."""
@@ -34,6 +39,7 @@ PORTABLE_OPTIONS = {("MOVAModelLoader", "attention"): ("comfy", "sdpa")}
 KEPT_OPTION_KEYS = ("default", "min", "max", "step", "round", "options", "multiline", "dynamicPrompts",
                     "control_after_generate", "image_upload", "forceInput", "display")
 KEPT_NODE_KEYS = ("input", "input_order", "output", "output_name", "output_is_list", "output_node", "category")
+NATIVE_SNAPSHOT = Path(__file__).resolve().parent / "workflow_schemas" / "native_object_info.json"
 
 
 @dataclass(frozen=True)
@@ -62,16 +68,34 @@ def load_schemas(path: Path) -> dict[str, dict[str, Any]]:
     return json.loads(path.read_text(encoding="utf-8"))["nodes"]
 
 
+def _same_on_every_install(node_class: str, name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with folder listings replaced by a ``dynamic_folder`` marker and package-dependent
+    choices cut down to the ones every install offers."""
+    if (node_class, name) in DYNAMIC_FOLDERS:
+        return {**options, "options": [], "dynamic_folder": DYNAMIC_FOLDERS[node_class, name]}
+    if (node_class, name) in PORTABLE_OPTIONS:
+        return {**options, "options": [o for o in options.get("options", []) if o in PORTABLE_OPTIONS[node_class, name]]}
+    return options
+
+
 def _input_type_and_options(node_class: str, name: str, entry: list[Any]) -> tuple[str, dict[str, Any]]:
     kind, options = entry[0], dict(entry[1]) if len(entry) > 1 else {}
     if isinstance(kind, list):  # legacy combo: the option list stands in the type position
         kind, options = "COMBO", {**options, "options": kind}
     kept = {key: options[key] for key in KEPT_OPTION_KEYS if key in options}
-    if (node_class, name) in DYNAMIC_FOLDERS:
-        kept["options"], kept["dynamic_folder"] = [], DYNAMIC_FOLDERS[node_class, name]
-    elif (node_class, name) in PORTABLE_OPTIONS:
-        kept["options"] = [o for o in kept.get("options", []) if o in PORTABLE_OPTIONS[node_class, name]]
-    return kind, kept
+    return kind, _same_on_every_install(node_class, name, kept)
+
+
+def comparable(node_class: str, info: dict[str, Any]) -> dict[str, Any]:
+    """A whole V3 node's ``/object_info`` entry (tooltips and descriptions included) without what differs
+    between installs: ``python_module`` (the pack's folder name), folder listings, package-dependent choices."""
+    out = {key: value for key, value in info.items() if key != "python_module"}
+    out["input"] = {
+        section: entries if section == "hidden" else
+        {name: [kind, _same_on_every_install(node_class, name, options)] for name, (kind, options) in entries.items()}
+        for section, entries in info.get("input", {}).items()
+    }
+    return out
 
 
 def normalize(node_class: str, info: dict[str, Any]) -> dict[str, Any]:
@@ -89,6 +113,16 @@ def normalize(node_class: str, info: dict[str, Any]) -> dict[str, Any]:
 def snapshot(object_info: dict[str, Any], node_classes: list[str], source: str) -> dict[str, Any]:
     """The snapshot file content for ``node_classes`` taken from a live ``/object_info``."""
     return {"source": source, "nodes": {name: normalize(name, object_info[name]) for name in sorted(node_classes)}}
+
+
+def workflow_schemas(pack_object_info: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """What to check workflows against: the pack's nodes from ``pack_object_info`` (``/object_info``
+    entries) and native nodes from :data:`NATIVE_SNAPSHOT`."""
+    natives = load_schemas(NATIVE_SNAPSHOT)
+    if natives.keys() & pack_object_info.keys():
+        raise ValueError(f"{sorted(natives.keys() & pack_object_info.keys())} are in {NATIVE_SNAPSHOT.name}, which "
+                         "is for native nodes only: refresh it (MOVA_UPDATE_SCHEMA_SNAPSHOT=1 with COMFYUI_PATH)")
+    return {**natives, **{name: normalize(name, info) for name, info in pack_object_info.items()}}
 
 
 def inputs(spec: dict[str, Any]) -> list[Input]:
@@ -194,7 +228,7 @@ class WorkflowChecker:
             return
         spec = self.schemas.get(kind)
         if spec is None:
-            self.fail(where, "unknown node type (not in the schema snapshot)")
+            self.fail(where, "unknown node type (neither a node of the pack nor in the native snapshot)")
             return
         self.check_widgets(where, node, spec)
         self.check_inputs(where, node, spec)
@@ -214,9 +248,10 @@ class WorkflowChecker:
     def check_inputs(self, where: str, node: dict[str, Any], spec: dict[str, Any]) -> None:
         known = {item.name: item for item in inputs(spec)}
         extra_widgets = {w.name for w in widgets(spec) if w.kind in ("CONTROL", "UPLOAD")}
-        linked = set()
+        linked, listed = set(), set()
         for slot, entry in enumerate(node.get("inputs", [])):
             name, link_id = entry.get("name"), entry.get("link")
+            listed.add(name)
             if name in extra_widgets:
                 continue
             if name not in known:
@@ -230,6 +265,9 @@ class WorkflowChecker:
             if link is None or link[3] != node["id"] or link[4] != slot:
                 self.fail(where, f"input {name!r} points at link {link_id}, which does not end at this slot")
             linked.add(name)
+        missing = [name for name in known if name not in listed]
+        if missing:
+            self.fail(where, f"inputs {missing} of the node are missing (a stale node: re-create it in the front end)")
         for item in known.values():
             if not item.optional and not item.is_widget and item.name not in linked:
                 self.fail(where, f"required input {item.name!r} is not connected")

@@ -1,7 +1,11 @@
-"""The shipped workflows against a real ComfyUI: the schema snapshot the CI tests use is current, and
-every workflow runs end to end (tiny model standing in for MOVA-360p, small clip sizes).
+"""The shipped workflows against a real ComfyUI: the schemas the CI tests check them against are the
+server's, and every workflow runs end to end (tiny model standing in for MOVA-360p, small clip sizes).
 
-Refresh the snapshot after a deliberate node change with ``MOVA_UPDATE_SCHEMA_SNAPSHOT=1``.
+- Our nodes: CI derives their ``/object_info`` from the node code with a ComfyUI stand-in
+  (tests/comfy_stub); here the derived entries must equal the served ones, tooltips and descriptions
+  included, so the stand-in cannot drift from ComfyUI.
+- Native nodes the workflows use: the snapshot tests/workflow_schemas/native_object_info.json must be
+  current; refresh it with ``MOVA_UPDATE_SCHEMA_SNAPSHOT=1``.
 """
 
 from __future__ import annotations
@@ -15,21 +19,24 @@ from pathlib import Path
 import av
 import pytest
 
-from workflow_check import load_schemas, snapshot, to_api_prompt
+from comfy_stub import derive_object_info
+from workflow_check import NATIVE_SNAPSHOT, comparable, normalize, snapshot, to_api_prompt
 
 from .comfy_server import PACK_NAME, ComfyServer
 from .shipped_workflows import SMALL_CLIP, WORKFLOWS, install_workflow_assets, load_workflow
 
-SNAPSHOT = Path(__file__).resolve().parents[1] / "workflow_schemas" / "object_info.json"
 UPDATE_ENV = "MOVA_UPDATE_SCHEMA_SNAPSHOT"
 RUN_TIMEOUT_S = 600
 
 
-def _snapshot_classes(info: dict) -> list[str]:
-    """Our nodes plus every other node class a shipped workflow uses."""
-    ours = {name for name, node in info.items() if node["python_module"] == f"custom_nodes.{PACK_NAME}"}
+def _pack_classes(info: dict) -> set[str]:
+    return {name for name, node in info.items() if node["python_module"] == f"custom_nodes.{PACK_NAME}"}
+
+
+def _native_classes(info: dict) -> list[str]:
+    """Every node class a shipped workflow uses that the pack does not define."""
     used = {node["type"] for path in WORKFLOWS for node in load_workflow(path)["nodes"] if node["type"] in info}
-    return sorted(ours | used)
+    return sorted(used - _pack_classes(info))
 
 
 def _comfyui_version(comfyui_path: Path) -> str:
@@ -38,17 +45,26 @@ def _comfyui_version(comfyui_path: Path) -> str:
     return found.group(1) if found else "unknown"
 
 
-def test_schema_snapshot_is_current(comfy_server: ComfyServer, comfyui_path: Path) -> None:
+def test_native_snapshot_is_current(comfy_server: ComfyServer, comfyui_path: Path) -> None:
     info = comfy_server.object_info()
     source = f"ComfyUI {_comfyui_version(comfyui_path)} /object_info"
-    current = snapshot(info, _snapshot_classes(info), source=source)
+    current = snapshot(info, _native_classes(info), source=source)
     if os.environ.get(UPDATE_ENV) == "1":
-        SNAPSHOT.parent.mkdir(parents=True, exist_ok=True)
-        SNAPSHOT.write_text(json.dumps(current, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    recorded = json.loads(SNAPSHOT.read_text(encoding="utf-8"))
+        NATIVE_SNAPSHOT.parent.mkdir(parents=True, exist_ok=True)
+        NATIVE_SNAPSHOT.write_text(json.dumps(current, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    recorded = json.loads(NATIVE_SNAPSHOT.read_text(encoding="utf-8"))
     assert recorded["nodes"] == current["nodes"], (
-        f"{SNAPSHOT.name} differs from the live /object_info: rerun with {UPDATE_ENV}=1, then fix the workflows "
-        f"that tests/test_workflows.py reports.")
+        f"{NATIVE_SNAPSHOT.name} differs from the live /object_info: rerun with {UPDATE_ENV}=1, then fix the "
+        f"workflows that tests/test_workflows.py reports.")
+
+
+def test_derived_object_info_is_what_comfyui_serves(comfy_server: ComfyServer) -> None:
+    served = comfy_server.object_info()
+    ours = sorted(_pack_classes(served))
+    derived = derive_object_info()
+    assert sorted(derived) == ours, "the stand-in registers other nodes than ComfyUI"
+    assert {name: comparable(name, derived[name]) for name in ours} == \
+        {name: comparable(name, served[name]) for name in ours}, "tests/comfy_stub drifted from ComfyUI"
 
 
 def test_template_browser_serves_the_workflows_and_thumbnails(comfy_server: ComfyServer) -> None:
@@ -80,7 +96,8 @@ def _runnable_here(prompt: dict) -> dict:
 @pytest.mark.slow
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
 def test_shipped_workflow_runs(workflow_server: ComfyServer, path: Path) -> None:
-    prompt = _runnable_here(to_api_prompt(load_workflow(path), load_schemas(SNAPSHOT)))
+    schemas = {name: normalize(name, info) for name, info in workflow_server.object_info().items()}
+    prompt = _runnable_here(to_api_prompt(load_workflow(path), schemas))
     entry = workflow_server.run_workflow(prompt, timeout=RUN_TIMEOUT_S)
     mux_ids = [node_id for node_id, node in prompt.items() if node["class_type"] == "MOVAAVMux"]
     saved = entry["outputs"][mux_ids[0]]["images"][0]
