@@ -16,13 +16,14 @@ import functools
 import json
 import re
 import sys
+import types
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
 from comfy_stub import PACKAGE, LoadedPack, derive_object_info
-from workflow_check import check_workflow, to_api_prompt, widgets, workflow_schemas
+from workflow_check import DYNAMIC_FOLDERS, check_workflow, to_api_prompt, widgets, workflow_schemas
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
@@ -217,15 +218,25 @@ def test_schemas_are_derived_from_the_pack():
     derived = derive_object_info()
     assert set(derived) == PACK_NODES
     assert {name for name in schemas() if name not in PACK_NODES} == {"LoadImage"}, "natives come from the snapshot"
-    loader = derived["MOVAModelLoader"]["input"]["required"]
-    assert loader["model_name"][0] == "COMBO" and loader["model_name"][1]["options"] == [], "no model files in CI"
     assert derived["MOVAAVMux"]["input"]["hidden"] == {"prompt": ["PROMPT"], "extra_pnginfo": ["EXTRA_PNGINFO"]}
 
 
-def test_stand_in_leaves_no_modules_behind():
+def test_folder_listing_combos_are_the_ones_compared_by_type():
+    """The stand-in's model folders are empty: exactly the combos in DYNAMIC_FOLDERS come out without options."""
+    empty = {(node, name) for node, info in derive_object_info().items() for section in ("required", "optional")
+             for name, (kind, options) in info["input"].get(section, {}).items()
+             if kind == "COMBO" and options["options"] == []}
+    assert empty == {key for key in DYNAMIC_FOLDERS if key[0] in PACK_NODES}, \
+        "a combo filled from a model folder must be listed in workflow_check.DYNAMIC_FOLDERS"
+
+
+def test_stand_in_restores_sys_modules(monkeypatch):
+    already_imported = types.ModuleType("folder_paths")
+    monkeypatch.setitem(sys.modules, "folder_paths", already_imported)
     derive_object_info()
+    assert sys.modules["folder_paths"] is already_imported
     leftovers = [name for name in sys.modules
-                 if name.partition(".")[0] in {"comfy", "comfy_api", "folder_paths", "latent_preview", PACKAGE}]
+                 if name.partition(".")[0] in {"comfy", "comfy_api", "latent_preview", PACKAGE}]
     assert leftovers == []
 
 

@@ -32,3 +32,8 @@ def get_filename_list(folder_name: str) -> list[str]:
     folder_names_and_paths[folder_name]  # unknown folder: KeyError, as in ComfyUI
     return []
 
+
+
+def __getattr__(name: str) -> object:
+    raise AttributeError(f"folder_paths.{name} is not modelled by the ComfyUI stand-in: add it to "
+                         "tests/comfy_stub/folder_paths.py if node code needs it before a node runs")

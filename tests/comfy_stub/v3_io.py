@@ -283,3 +283,8 @@ class ComfyNode:
     @classmethod
     def GET_NODE_INFO_V1(cls) -> dict[str, Any]:  # noqa: N802 - ComfyUI's name
         return cls.GET_SCHEMA().v1_info()
+
+
+def __getattr__(name: str) -> Any:
+    raise AttributeError(f"comfy_api.latest.io.{name} is not modelled by the ComfyUI stand-in: add it to "
+                         "tests/comfy_stub/v3_io.py as ComfyUI 0.3.64 defines it (comfy_api/latest/_io.py)")
