@@ -1,22 +1,19 @@
 """Pack an official MOVA folder into one ``.safetensors`` file (the format of :mod:`mova_core.packed`).
 
-Component by component, each tensor is read from the folder's memory-mapped files, converted and
-written before the next is read: peak RAM is about the largest tensor twice (source and converted
-copy; for the real MOVA umT5's token table, 256384 x 4096), not the 60 GB of the model. The file
+Component by component, each tensor is read from the folder's files (plain reads, no memory map),
+converted and written before the next is read: peak RAM is about the largest tensor twice (source
+and converted copy; for the real MOVA, umT5's 256384 x 4096 token table), not the 60 GB of the model. The file
 is written under a hidden temporary name beside the target and published only when complete; an
 existing file is never replaced.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
-from safetensors import safe_open
 from torch import nn
 
 from .audio_vae import DACConfig
@@ -24,11 +21,12 @@ from .bridge import DualTowerBridge
 from .checkpoint import FolderCheckpoint
 from .config import BridgeConfig, ConfigBase, DiTConfig, read_json
 from .dit import DiTTower
-from .loading import FP8_DTYPES, SUPPORTED_DTYPES, CheckpointError, build_on_meta, component_config, storage_dtype, weight_files
+from .loading import (FP8_DTYPES, SUPPORTED_DTYPES, CheckpointError, build_on_meta, component_config, storage_dtype,
+                      weight_files)
 from .media.files import write_atomically
 from .packed import (COMPONENTS_KEY, CONFIG_KEY_PREFIX, FORMAT_KEY, FORMAT_NAME, FORMAT_VERSION, MODEL_INDEX_KEY,
                      NETWORKS, SCHEDULER_KEY, TEXT_ENCODER, TOKENIZER_KEY, VERSION_KEY, WEIGHT_DTYPE_KEY)
-from .safetensors_io import TORCH_DTYPES, TensorEntry, write_streamed
+from .safetensors_io import TensorEntry, stored_tensors, write_streamed
 from .text_encoder import UMT5Config, UMT5Encoder
 from .video_vae import VideoVAEConfig
 
@@ -59,16 +57,13 @@ def packed_dtype(network: nn.Module | None, key: str, source: torch.dtype, dtype
     return storage_dtype(owner, name, dtype, FP8_COMPUTE_DTYPE)
 
 
-def _component_entries(stack: ExitStack, folder: Path, name: str, dtype: torch.dtype | None) -> Iterator[TensorEntry]:
+def _component_entries(folder: Path, name: str, dtype: torch.dtype | None) -> Iterator[TensorEntry]:
     config = component_config(folder, None, CONFIG_CLASSES[name])
     network = build_on_meta(lambda: FP8_NETWORKS[name](config)) if dtype in FP8_DTYPES and name in FP8_NETWORKS else None
     for file in weight_files(folder):
-        handle = stack.enter_context(safe_open(str(file), framework="pt", device="cpu"))
-        for key in handle.keys():
-            view = handle.get_slice(key)
-            source = TORCH_DTYPES[view.get_dtype()]
-            yield TensorEntry(f"{name}.{key}", packed_dtype(network, key, source, dtype), tuple(view.get_shape()),
-                              functools.partial(handle.get_tensor, key))
+        for tensor in stored_tensors(file):
+            yield TensorEntry(f"{name}.{tensor.key}", packed_dtype(network, tensor.key, tensor.dtype, dtype),
+                              tensor.shape, tensor.read)
 
 
 def _json(value: object) -> str:
@@ -123,14 +118,13 @@ def pack_checkpoint(folder: str | Path, out_file: str | Path, *, dtype: torch.dt
         hint = " (or pack without the text encoder)" if f"{TEXT_ENCODER}/" in missing else ""
         raise CheckpointError(f"{source.path} lacks {', '.join(missing)}; download the complete MOVA folder{hint}.")
     metadata = _metadata(source, components, dtype)
-    with ExitStack() as stack:
-        entries = [entry for name in components for entry in _component_entries(stack, source.path / name, name, dtype)]
-        total, done = sum(entry.nbytes for entry in entries), 0
+    entries = [entry for name in components for entry in _component_entries(source.path / name, name, dtype)]
+    total, done = sum(entry.nbytes for entry in entries), 0
 
-        def on_tensor(entry: TensorEntry) -> None:
-            nonlocal done
-            done += entry.nbytes
-            if progress is not None:
-                progress(done, total)
+    def on_tensor(entry: TensorEntry) -> None:
+        nonlocal done
+        done += entry.nbytes
+        if progress is not None:
+            progress(done, total)
 
-        return write_atomically(out, lambda temp: write_streamed(temp, entries, metadata, on_tensor=on_tensor))
+    return write_atomically(out, lambda temp: write_streamed(temp, entries, metadata, on_tensor=on_tensor))

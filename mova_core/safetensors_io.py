@@ -1,11 +1,13 @@
-"""Raw safetensors files: read a header without the tensors, write tensors one at a time.
+"""Raw safetensors files: read a header or one tensor at a time, write tensors one at a time.
 
 A safetensors file is 8 bytes of little-endian header length ``N``, ``N`` bytes of UTF-8 JSON
 (``{"__metadata__": {str: str}, "<key>": {"dtype", "shape", "data_offsets": [begin, end]}}``, the
 offsets contiguous from 0 into the byte buffer), then the byte buffer. The ``safetensors``
-library writes only from a dict of tensors held in memory; :func:`write_streamed` writes from a
-list of :class:`TensorEntry` and reads each tensor just before writing it, so peak RAM is one
-tensor (two while it is converted to another dtype), whatever the file size.
+library writes only from a dict of tensors held in memory, and its memory-mapped reads keep every
+page touched resident while the file is open; :class:`StoredTensor` reads one tensor with plain
+file reads, and :func:`write_streamed` writes from a list of :class:`TensorEntry`, reading each
+tensor just before writing it. Peak RAM is one tensor (two while it is converted to another
+dtype), whatever the file sizes.
 """
 
 from __future__ import annotations
@@ -34,7 +36,10 @@ def read_header(path: str | Path) -> dict[str, Any]:
 
     Raises :class:`CheckpointError` naming the file when it is not a safetensors file.
     """
-    path = Path(path)
+    return _header_and_data_start(Path(path))[0]
+
+
+def _header_and_data_start(path: Path) -> tuple[dict[str, Any], int]:
     size = path.stat().st_size
     with open(path, "rb") as file:
         length = int.from_bytes(file.read(8), "little") if size >= 8 else -1
@@ -47,7 +52,46 @@ def read_header(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not a safetensors file (header is not JSON: {error}).") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path} is not a safetensors file (header is not a JSON object).")
-    return header
+    return header, 8 + length
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredTensor:
+    """Where one tensor lies in a safetensors file (``begin``/``end``: absolute byte offsets)."""
+
+    file: Path
+    key: str
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    begin: int
+    end: int
+
+    def read(self) -> torch.Tensor:
+        """The tensor, read into fresh memory (nothing stays mapped once it is freed)."""
+        data = bytearray(self.end - self.begin)
+        with open(self.file, "rb") as file:
+            file.seek(self.begin)
+            if file.readinto(data) != len(data):
+                raise CheckpointError(f"{self.file}: {self.key} is cut short; the file is incomplete.")
+        if not data:
+            return torch.empty(self.shape, dtype=self.dtype)
+        return torch.frombuffer(data, dtype=self.dtype).reshape(self.shape)
+
+
+def stored_tensors(path: str | Path) -> list[StoredTensor]:
+    """The tensors of a safetensors file in file order, without reading them."""
+    path = Path(path)
+    header, data_start = _header_and_data_start(path)
+    tensors = []
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        if entry.get("dtype") not in TORCH_DTYPES:
+            raise CheckpointError(f"{path}: {key} has dtype {entry.get('dtype')!r}, which torch cannot hold.")
+        begin, end = entry["data_offsets"]
+        tensors.append(StoredTensor(path, key, TORCH_DTYPES[entry["dtype"]], tuple(entry["shape"]),
+                                    data_start + begin, data_start + end))
+    return sorted(tensors, key=lambda tensor: tensor.begin)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -10,6 +13,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from conftest import REPO_ROOT
 from mova_core import cli, safetensors_io
 from mova_core.checkpoint import open_checkpoint
 from mova_core.loading import CheckpointError, LazyStateDict, PackedComponent
@@ -17,7 +21,7 @@ from mova_core.pack import FP8_NETWORKS, pack_checkpoint
 from mova_core.packed import (COMPONENTS_KEY, CONFIG_KEY_PREFIX, FORMAT_KEY, MODEL_INDEX_KEY, NETWORKS, SCHEDULER_KEY,
                               TEXT_ENCODER, TOKENIZER_KEY, VERSION_KEY, inspect_packed, read_packed)
 from mova_core.pipeline import MovaPipeline
-from mova_core.safetensors_io import TensorEntry, read_header, write_streamed
+from mova_core.safetensors_io import TensorEntry, read_header, stored_tensors, write_streamed
 from mova_core.tiny import write_tiny_checkpoint
 
 SMALL = dict(height=32, width=48, num_frames=5, fps=24.0, steps=2, text_cfg=3.0)
@@ -185,6 +189,11 @@ def test_key_errors_name_the_file_and_the_component(packed, tmp_path):
         in str(caught.value)
 
 
+def read_header_length(path) -> int:
+    with open(path, "rb") as file:
+        return int.from_bytes(file.read(8), "little")
+
+
 def leftovers(folder) -> list[str]:
     return sorted(entry.name for entry in folder.iterdir())
 
@@ -202,8 +211,9 @@ def test_a_failed_pack_leaves_no_file(folder, tmp_path):
 
 
 def test_a_header_over_the_safetensors_limit_is_refused_before_writing(folder, tmp_path, monkeypatch):
-    monkeypatch.setattr(safetensors_io, "MAX_HEADER_BYTES", 4096)
-    with pytest.raises(CheckpointError, match="safetensors reads at most 4,096"):
+    largest_source = max(read_header_length(file) for file in folder.rglob("*.safetensors"))
+    monkeypatch.setattr(safetensors_io, "MAX_HEADER_BYTES", largest_source)  # every source reads, the pack cannot
+    with pytest.raises(CheckpointError, match=f"safetensors reads at most {largest_source:,}"):
         pack_checkpoint(folder, tmp_path / "model.safetensors")
     assert leftovers(tmp_path) == []
 
@@ -231,6 +241,10 @@ def test_cli_pack_converts_and_leaves_out_the_text_encoder(folder, tmp_path, cap
     assert set(stored_dtypes(out).values()) == {"BF16"}
 
 
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.dtype == b.dtype and torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8))
+
+
 def test_streamed_writer_round_trips_every_dtype_through_safetensors(tmp_path):
     tensors = {"matrix": torch.randn(3, 5), "half": torch.randn(7).half(), "brain": torch.randn(2, 2).bfloat16(),
                "fp8": torch.randn(4, 4).to(torch.float8_e4m3fn), "scalar": torch.tensor(2.5), "empty": torch.zeros(0, 4),
@@ -240,12 +254,16 @@ def test_streamed_writer_round_trips_every_dtype_through_safetensors(tmp_path):
     path = tmp_path / "all.safetensors"
     write_streamed(path, entries, {"note": "ünïcode"})
     loaded = load_file(str(path))
-    for key, tensor in tensors.items():
-        assert loaded[key].dtype == tensor.dtype and torch.equal(loaded[key].view(-1).view(torch.uint8),
-                                                                 tensor.reshape(-1).view(torch.uint8)), key
+    assert all(same_bits(loaded[key], tensor) for key, tensor in tensors.items())
+    stored = stored_tensors(path)
+    assert [t.key for t in stored] == list(tensors) and all(same_bits(t.read(), tensors[t.key]) for t in stored)
     with safe_open(str(path), framework="pt") as file:
         assert file.metadata() == {"note": "ünïcode"}
-    assert (8 + int.from_bytes(path.read_bytes()[:8], "little")) % 8 == 0  # byte buffer aligned like safetensors'
+    assert (8 + read_header_length(path)) % 8 == 0  # byte buffer aligned like safetensors'
+    with open(path, "r+b") as file:
+        file.truncate(path.stat().st_size - 1)
+    with pytest.raises(CheckpointError, match="ids is cut short"):
+        stored_tensors(path)[-1].read()
 
 
 def test_prefixed_lazy_state_dict_sees_one_component(packed):
@@ -267,3 +285,20 @@ def test_inspection_follows_file_changes(packed, tmp_path):
     repacked(packed, path.with_name("tmp.safetensors"), drop_prefix="video_vae.",
              components=[name for name in COMPONENTS if name != "video_vae"]).replace(path)
     assert inspect_packed(path).marked and "video_vae" in inspect_packed(path).problem
+
+
+@pytest.mark.slow
+def test_packing_holds_one_tensor_at_a_time(folder, tmp_path):
+    """Peak RSS grows by about the largest tensor, not by the weights (24 x 16 MiB here); memory-mapped reads
+    would keep every page read resident until the end (measured: +127 MiB for half these weights)."""
+    big = tmp_path / "big"
+    shutil.copytree(folder, big)
+    (weights,) = (big / "video_dit").glob("*.safetensors")
+    save_file({f"big.{i}.weight": torch.randn(1024, 4096) for i in range(24)}, str(weights))
+    script = ("import resource, sys, torch; from mova_core.pack import pack_checkpoint; "
+              "peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024; before = peak(); "
+              "pack_checkpoint(sys.argv[1], sys.argv[2], dtype=torch.bfloat16); print(peak() - before)")
+    done = subprocess.run([sys.executable, "-c", script, str(big), str(tmp_path / "big.safetensors")], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) < 96 * 2**20, f"peak RSS grew by {int(done.stdout) / 2**20:.0f} MiB for 384 MiB of weights"
