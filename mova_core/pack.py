@@ -1,8 +1,9 @@
 """Pack an official MOVA folder into one ``.safetensors`` file (the format of :mod:`mova_core.packed`).
 
 Component by component, each tensor is read from the folder's files (plain reads, no memory map),
-converted and written before the next is read: peak RAM is about the largest tensor twice (source
-and converted copy; for the real MOVA, umT5's 256384 x 4096 token table), not the 60 GB of the model. The file
+converted and written before the next is read: peak RAM is at most about twice the largest tensor
+(source and converted copy), not the size of the model: for the real MOVA (about 77 GB in bf16) the
+largest tensor is umT5's 256384 x 4096 token table, 2.1 GB in bf16. The file
 is written under a hidden temporary name beside the target and published only when complete; an
 existing file is never replaced.
 """
