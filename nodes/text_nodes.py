@@ -19,8 +19,9 @@ class MOVATextEncode(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="MOVATextEncode", display_name="MOVA Text Encode", category=CATEGORY,
-            description="Encodes a prompt with the model folder's umT5 exactly as the official pipeline does "
-                        "(512 tokens, padding zeroed). Native CLIPLoader(type='wan') + CLIPTextEncode also work.",
+            description="Encodes a prompt with the model's umT5 exactly as the official pipeline does "
+                        "(512 tokens, padding zeroed). Native CLIPLoader(type='wan') + CLIPTextEncode also work "
+                        "(and are needed for a file packed without the text encoder).",
             inputs=[MovaModelType.Input("mova_model"),
                     io.String.Input("text", multiline=True, dynamic_prompts=True, default="")],
             outputs=[io.Conditioning.Output(display_name="conditioning")],
