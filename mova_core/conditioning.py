@@ -9,6 +9,12 @@ T2VA (no image): MOVA has no text-only path or weights; its workflow README says
 **pure white image** as the first frame, and third-party wrappers do the same. We follow that:
 ``prepare_reference_image(None, ...)`` returns a white frame (all 1.0 in [-1, 1]) and the condition
 is built from it exactly like an I2V condition (mask 1 on latent frame 0).
+
+First + last frame (FLF): the official ``prepare_latents`` also takes a ``last_image`` that its
+``__call__`` never passes. Then the encoded video is ``[image, F-2 zero frames, last_image]`` and the
+pixel-frame mask is 1 on the first and the last frame; grouped per latent frame like the rest of the
+mask, the last latent frame gets a 1 in its last mask channel only (:func:`condition_mask`). The last
+image is prepared like the first (:func:`prepare_reference_image`).
 """
 
 from __future__ import annotations
@@ -109,28 +115,69 @@ def prepare_reference_image(image: ImageInput | None, height: int, width: int, *
     return preprocess_image(crop_and_resize(image, height, width, name=name))
 
 
-def _condition_chunks(vae: VideoVAE, image: torch.Tensor, num_frames: int) -> Iterator[torch.Tensor]:
-    """The encoder chunks of ``[image, num_frames - 1 zero frames]``, made on the fly."""
-    frames = image.to(device=vae.device, dtype=vae.dtype).unsqueeze(2)
-    yield frames
+def _condition_chunks(vae: VideoVAE, image: torch.Tensor, num_frames: int,
+                      last_image: torch.Tensor | None) -> Iterator[torch.Tensor]:
+    """The encoder chunks of ``[image, zero frames, (last_image)]`` (``num_frames`` in all), made on the fly."""
+    def frames(picture: torch.Tensor) -> torch.Tensor:
+        return picture.to(device=vae.device, dtype=vae.dtype).unsqueeze(2)
+
+    first = frames(image)
+    yield first
     t = vae.config.temporal_factor
-    zeros = frames.new_zeros(*frames.shape[:2], t, *frames.shape[3:])
-    for _ in range((num_frames - 1) // t):
-        yield zeros
+    zeros = first.new_zeros(*first.shape[:2], t, *first.shape[3:])
+    chunks = (num_frames - 1) // t
+    for index in range(chunks):
+        if last_image is not None and index == chunks - 1:
+            yield torch.cat([zeros[:, :, 1:], frames(last_image)], dim=2)
+        else:
+            yield zeros
 
 
-def image_condition(vae: VideoVAE, image: torch.Tensor, num_frames: int) -> torch.Tensor:
-    """The I2V condition float32 ``[B, t + z, T, h, w]`` for ``image`` ``[B, 3, H, W]`` in [-1, 1].
+def condition_mask(num_frames: int, temporal_factor: int, *, last_frame: bool = False) -> torch.Tensor:
+    """Float32 ``[temporal_factor, T]`` mask of the kept frames per latent frame and mask channel.
 
-    Channels: ``t`` (= the VAE's temporal factor, 4) mask channels that are 1 on latent frame 0 and 0
-    elsewhere, then the normalised posterior mean of the video ``[image, num_frames - 1 zero frames]``
-    encoded as a whole (zeros are mid-grey; latent frames >= 1 are not zero). The video is encoded
-    in the VAE's dtype; the mean is cast to float32 before normalisation, as in the reference.
+    Per pixel frame: 1 on frame 0 (and on the last frame when ``last_frame``), 0 elsewhere. Frame 0
+    fills all ``temporal_factor`` slots of latent frame 0 (the causal VAE encodes it alone); every
+    later latent frame holds its ``temporal_factor`` pixel frames, one per channel.
     """
+    kept = torch.zeros(num_frames)
+    kept[0] = 1.0
+    if last_frame:
+        kept[-1] = 1.0
+    slots = torch.cat([kept[:1].expand(temporal_factor), kept[1:]])
+    return slots.view(-1, temporal_factor).transpose(0, 1).contiguous()
+
+
+def _check_image(vae: VideoVAE, image: torch.Tensor, name: str) -> None:
     if image.ndim != 4 or image.shape[1] != vae.config.in_channels:
-        raise ValueError(f"image: expected [B, {vae.config.in_channels}, H, W] in [-1, 1], got shape {tuple(image.shape)}.")
+        raise ValueError(f"{name}: expected [B, {vae.config.in_channels}, H, W] in [-1, 1], got shape {tuple(image.shape)}.")
+
+
+def image_condition(vae: VideoVAE, image: torch.Tensor, num_frames: int, *,
+                    last_image: torch.Tensor | None = None) -> torch.Tensor:
+    """The I2V (or FLF) condition float32 ``[B, t + z, T, h, w]`` for ``image`` ``[B, 3, H, W]`` in [-1, 1].
+
+    Channels: ``t`` (= the VAE's temporal factor, 4) mask channels (:func:`condition_mask`: 1 on latent
+    frame 0, 0 elsewhere; with ``last_image`` also 1 in the last channel of the last latent frame),
+    then the normalised posterior mean of the video ``[image, zero frames, (last_image)]`` of
+    ``num_frames`` frames encoded as a whole (zeros are mid-grey; the zero latent frames are not
+    zero). The video is encoded in the VAE's dtype; the mean is cast to float32 before
+    normalisation, as in the reference. ``last_image`` (same shape as ``image``) needs
+    ``num_frames`` > 1.
+    """
+    _check_image(vae, image, "image")
+    if last_image is not None:
+        _check_image(vae, last_image, "last_image")
+        if last_image.shape != image.shape:
+            raise ValueError(f"last_image: shape {tuple(last_image.shape)} differs from image {tuple(image.shape)}; "
+                             "prepare both at the clip's size (prepare_reference_image).")
+        if num_frames < 2:
+            raise ValueError(f"last_image needs a clip of more than one frame; num_frames={num_frames}, use "
+                             f"{vae.config.temporal_factor + 1} or more.")
     latent_frames, latent_height, latent_width = vae.config.latent_shape(num_frames, *image.shape[2:])
-    latents = vae.normalize(vae.encode_chunks(_condition_chunks(vae, image, num_frames)).mean.float())
-    mask = latents.new_zeros(image.shape[0], vae.config.temporal_factor, latent_frames, latent_height, latent_width)
-    mask[:, :, 0] = 1.0
+    chunks = _condition_chunks(vae, image, num_frames, last_image)
+    latents = vae.normalize(vae.encode_chunks(chunks).mean.float())
+    mask = condition_mask(num_frames, vae.config.temporal_factor, last_frame=last_image is not None)
+    mask = mask.to(latents.device)[None, :, :, None, None].expand(
+        image.shape[0], -1, latent_frames, latent_height, latent_width)
     return torch.cat([mask, latents], dim=1)

@@ -1,15 +1,23 @@
-"""Reference-image handling and the I2V condition: parity with ``refs/video_vae.*`` and
-``refs/pipeline_cfg5.*`` (official ``crop_and_resize`` + ``MOVA.prepare_latents``), and unit tests."""
+"""Reference-image handling and the I2V / first+last-frame conditions: parity with ``refs/video_vae.*``,
+``refs/pipeline_cfg5.*`` (official ``crop_and_resize`` + ``MOVA.prepare_latents``) and the recorded FLF
+condition in ``tests/data/flf_condition_tiny_a.*``, and unit tests."""
 
 from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from conftest import assert_close_to_reference
+from safetensors.torch import load_file
+
+from conftest import DEFAULT_PARITY_DIR, assert_close_to_reference, parity_root
 from mova_core.conditioning import (
+    condition_mask,
     crop_and_resize,
     image_condition,
     prepare_reference_image,
@@ -22,6 +30,7 @@ from mova_core.video_vae import VideoVAE, VideoVAEConfig, load_video_vae
 # The condition is a VAE encode (see tests/test_video_vae.py for why 2e-5): the reference's own
 # float32 rounding is ~2e-6 of the scale on tiny-a.
 CONDITION_REL = 2e-5
+FLF_FIXTURE = Path(__file__).resolve().parent / "data" / "flf_condition_tiny_a"
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +41,32 @@ def fixture_vae(reference) -> VideoVAE:
 @pytest.fixture(scope="module")
 def pipeline_ref(reference):
     return reference("pipeline_cfg5")
+
+
+class FLFReference:
+    """The official FLF conditions recorded by /work/fixture-tools/record_flf.py (see its JSON)."""
+
+    def __init__(self) -> None:
+        self.tensors = load_file(str(FLF_FIXTURE.with_suffix(".safetensors")))
+        self.meta = json.loads(FLF_FIXTURE.with_suffix(".json").read_text(encoding="utf-8"))
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self.tensors[key]
+
+    def video_vae_folder(self) -> Path | None:
+        """The video VAE it was recorded with: the parity folder's or tiny-a's, matched by weight digest."""
+        for root in dict.fromkeys((parity_root(), DEFAULT_PARITY_DIR)):
+            folder = root / "checkpoint" / "video_vae"
+            digests = {name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
+                       for name in self.meta["video_vae_sha256"] if (folder / name).is_file()}
+            if digests == self.meta["video_vae_sha256"]:
+                return folder
+        return None
+
+
+@pytest.fixture(scope="module")
+def flf_reference() -> FLFReference:
+    return FLFReference()
 
 
 def small_vae(z_dim: int = 4) -> VideoVAE:
@@ -79,6 +114,28 @@ def test_pipeline_condition_matches_reference(pipeline_ref, fixture_vae):
     assert_close_to_reference(condition, pipeline_ref["init/condition"], CONDITION_REL, "pipeline init/condition")
     mask_channels = fixture_vae.config.temporal_factor
     assert torch.equal(condition[:, :mask_channels], pipeline_ref["init/condition"][:, :mask_channels])
+
+
+@pytest.mark.parity
+def test_first_last_frame_condition_matches_official(flf_reference):
+    """Official ``prepare_latents(..., last_image=...)`` with both pictures through the official image
+    path: the last image is cropped/resized exactly like the first, and the condition (mask + latents)
+    matches for every recorded clip length."""
+    ref = flf_reference
+    folder = ref.video_vae_folder()
+    if folder is None:
+        pytest.skip("the FLF fixture was recorded with tiny-a's video VAE, which is not available here")
+    vae = load_video_vae(folder)
+    height, width = ref.meta["height"], ref.meta["width"]
+    assert torch.equal(crop_and_resize(ref["last_source_uint8"], height, width), ref["last_image_uint8"])
+    first = prepare_reference_image(ref["first_source_uint8"], height, width)
+    last = prepare_reference_image(ref["last_source_uint8"], height, width, name="last_image")
+    mask_channels = vae.config.temporal_factor
+    for frames in ref.meta["frame_counts"]:
+        expected = ref[f"frames{frames}/condition"]
+        condition = image_condition(vae, first, frames, last_image=last)
+        assert torch.equal(condition[:, :mask_channels], expected[:, :mask_channels]), f"{frames} frames: mask"
+        assert_close_to_reference(condition, expected, CONDITION_REL, f"FLF condition, {frames} frames")
 
 
 # ------------------------------------------------------------------------------- image inputs
@@ -174,6 +231,38 @@ def test_t2va_condition_is_built_from_the_white_frame():
     vae = small_vae()
     condition = image_condition(vae, prepare_reference_image(None, 16, 16), 5)
     assert torch.equal(condition, image_condition(vae, torch.ones(1, 3, 16, 16), 5))
+
+
+def test_flf_mask_marks_the_last_frame_in_the_last_channel_of_the_last_latent_frame():
+    """Frame 0 fills latent frame 0; the last pixel frame is the last of the last latent frame's group."""
+    assert condition_mask(9, 4).tolist() == [[1, 0, 0]] * 4
+    assert condition_mask(9, 4, last_frame=True).tolist() == [[1, 0, 0]] * 3 + [[1, 0, 1]]
+    assert condition_mask(5, 4, last_frame=True).tolist() == [[1, 0]] * 3 + [[1, 1]]
+    assert condition_mask(7, 2, last_frame=True).tolist() == [[1, 0, 0, 0], [1, 0, 0, 1]]
+    assert condition_mask(1, 4).tolist() == [[1]] * 4
+
+
+def test_flf_condition_encodes_first_zeros_last_as_one_video():
+    vae = small_vae()
+    first, last = (torch.rand(1, 3, 16, 24) * 2 - 1 for _ in range(2))
+    condition = image_condition(vae, first, 9, last_image=last)
+    t = vae.config.temporal_factor
+    assert torch.equal(condition[0, :t], condition_mask(9, t, last_frame=True)[:, :, None, None].expand(t, 3, 2, 3))
+    video = torch.cat([first.unsqueeze(2), torch.zeros(1, 3, 7, 16, 24), last.unsqueeze(2)], dim=2)
+    assert torch.equal(condition[:, t:], vae.normalize(vae.encode(video)))
+    i2v = image_condition(vae, first, 9)
+    assert torch.equal(condition[:, t:, :2], i2v[:, t:, :2]), "the causal encoder sees the last image only at the end"
+    assert not torch.equal(condition[:, t:, 2], i2v[:, t:, 2])
+
+
+@pytest.mark.parametrize("last, frames, message", [
+    (torch.zeros(1, 3, 16, 32), 5, r"last_image: shape \(1, 3, 16, 32\) differs from image"),
+    (torch.zeros(1, 4, 16, 16), 5, r"last_image: expected \[B, 3, H, W\]"),
+    (torch.zeros(1, 3, 16, 16), 1, r"last_image needs a clip of more than one frame; num_frames=1, use 5"),
+])
+def test_flf_condition_rejects_bad_last_images(last, frames, message):
+    with pytest.raises(ValueError, match=message):
+        image_condition(small_vae(), torch.zeros(1, 3, 16, 16), frames, last_image=last)
 
 
 @pytest.mark.parametrize("image, frames, message", [
