@@ -3,6 +3,9 @@
 :class:`MovaPipeline` loads an official MOVA folder and reproduces the official ``MOVA.__call__``:
 umT5 prompt embeddings, the I2V condition, noise (video first, then audio), the two-expert flow
 matching loop with text CFG (and optional bridge CFG), then the Wan 2.1 and DAC decoders.
+Beyond the released ``__call__``: a last frame (the official ``prepare_latents`` ``last_image``
+path) and re-generation from given latents with a denoising strength (the official scheduler's
+``denoising_strength``).
 """
 
 from __future__ import annotations
@@ -45,17 +48,27 @@ class GenerationOptions:
     boundary_ratio: float | None = None  # expert switch; None = model_index.json
     decode_tile_size: int | None = None  # latent tile size for a memory-bounded video decode
     check_cancelled: Callable[[], None] | None = None  # called before every model pass; raise to stop
+    last_image: ImageInput | None = None  # first + last frame: the clip ends on this picture (needs image)
+    video_init: torch.Tensor | None = None  # re-generation: normalised video latents [1, z, T, h, w] ...
+    audio_init: torch.Tensor | None = None  # ... and audio latents [1, Ca, La] to start from
+    denoising_strength: float = 1.0  # < 1: start part-way from video_init/audio_init; 1 = from noise
 
 
 @dataclasses.dataclass
 class Generation:
-    """A generated clip: ``video`` float32 [F, H, W, 3] in 0..1, ``audio`` float32 [channels, samples]."""
+    """A generated clip: ``video`` float32 [F, H, W, 3] in 0..1, ``audio`` float32 [channels, samples].
+
+    ``video_latents`` (normalised) and ``audio_latents`` are what was decoded: pass them as
+    ``video_init``/``audio_init`` to re-generate the clip with a ``denoising_strength`` below 1.
+    """
 
     video: torch.Tensor
     audio: torch.Tensor
     sample_rate: int
     fps: float
     seed: int | None
+    video_latents: torch.Tensor | None = None
+    audio_latents: torch.Tensor | None = None
 
     def save(self, path: str | Path, *, loudness: LoudnessTarget | None = None, overwrite: bool = False) -> Path:
         """Write an .mp4 (H.264 + AAC); never overwrites unless asked. Returns the final path."""
@@ -199,30 +212,61 @@ class MovaPipeline:
 
         ``video_noise``/``audio_noise`` replace the random draws; otherwise ``seed`` (random when
         None) seeds a CPU generator, so a seed means the same clip on every device.
-        ``options``: see :class:`GenerationOptions`.
+        ``options``: see :class:`GenerationOptions` (``last_image`` for first + last frame;
+        ``video_init``/``audio_init`` with ``denoising_strength`` < 1 to re-generate given latents).
         """
         opts = self._options(options)
         check_generation_arguments(height=height, width=width, num_frames=num_frames, fps=fps, steps=steps,
                                    spatial_multiple=self.size_multiples,
                                    temporal_factor=self.video_vae.config.temporal_factor)
+        if opts.last_image is not None and image is None:
+            raise ValueError("last_image needs image (the first frame): MOVA always conditions on a first frame.")
         video_shape, audio_shape = self.latent_shapes(height, width, num_frames, fps)
         seed, video_noise, audio_noise = self._noise(seed, video_noise, audio_noise, video_shape, audio_shape)
+        inits = {"video_init": opts.video_init, "audio_init": opts.audio_init}
+        for (name, init), shape in zip(inits.items(), (video_shape, audio_shape)):
+            if init is not None:
+                _check_shape(name, init, shape)
         guidance = Guidance(text_cfg=text_cfg, bridge_cfg=bridge_cfg)
         positive = self.encode_prompt(prompt)
         negative = self.encode_prompt(negative_prompt) if len(guidance.passes) > 1 else None
         reference = prepare_reference_image(image, height, width)
+        last = None if opts.last_image is None else prepare_reference_image(opts.last_image, height, width,
+                                                                            name="last_image").to(self.device)
         self._use("video_vae")
-        condition = image_condition(self.video_vae, reference.to(self.device), num_frames)
+        condition = image_condition(self.video_vae, reference.to(self.device), num_frames, last_image=last)
         boundary = self.model_index.boundary_ratio if opts.boundary_ratio is None else opts.boundary_ratio
         video_latents, audio_latents = sample(
             self._placed(velocity_model(self.experts, self.audio_dit, self.bridge, condition, fps)), self.scheduler, video_noise, audio_noise, positive, negative,
             steps=steps, boundary_timestep=self.scheduler.boundary_timestep(boundary), guidance=guidance,
-            video_shift=opts.video_shift, audio_shift=opts.audio_shift, callback=callback,
-            check_cancelled=opts.check_cancelled,
+            video_shift=opts.video_shift, audio_shift=opts.audio_shift, denoising_strength=opts.denoising_strength,
+            **{name: None if init is None else init.float().to(self.device) for name, init in inits.items()},
+            callback=callback, check_cancelled=opts.check_cancelled,
         )
         video = self.decode_video(video_latents, tile_size=opts.decode_tile_size)
         audio = self.decode_audio(audio_latents)[:, : self.audio_num_samples(num_frames, fps)]
-        return Generation(video=video, audio=audio, sample_rate=self.audio_vae.sample_rate, fps=fps, seed=seed)
+        return Generation(video=video, audio=audio, sample_rate=self.audio_vae.sample_rate, fps=fps, seed=seed,
+                          video_latents=video_latents.cpu(), audio_latents=audio_latents.cpu())
+
+    def encode_video(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frames float ``[F, H, W, 3]`` in 0..1 (F = 4k+1) -> normalised video latents ``[1, z, T, h, w]``
+        (the posterior mean, as the I2V condition uses), e.g. a ``video_init`` for re-generation."""
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"frames: expected float [F, H, W, 3] in 0..1, got shape {tuple(frames.shape)}.")
+        self._use("video_vae")
+        vae = self.video_vae
+        pixels = frames.float().clamp(0, 1).permute(3, 0, 1, 2).unsqueeze(0) * 2 - 1
+        return vae.normalize(vae.encode(pixels.to(device=vae.device, dtype=vae.dtype)).float())
+
+    def encode_audio(self, waveform: torch.Tensor) -> torch.Tensor:
+        """Waveform float ``[channels, samples]`` at the model's sample rate (channels averaged to mono)
+        -> audio latents ``[1, Ca, ceil(samples / hop)]`` (the posterior mean), e.g. an ``audio_init``."""
+        if waveform.ndim != 2:
+            raise ValueError(f"waveform: expected float [channels, samples], got shape {tuple(waveform.shape)}.")
+        self._use("audio_vae")
+        weight = next(self.audio_vae.parameters())
+        mono = waveform.float().mean(dim=0, keepdim=True).unsqueeze(0)
+        return self.audio_vae.encode(mono.to(weight.device)).float()
 
     def decode_video(self, latents: torch.Tensor, *, tile_size: int | None = None) -> torch.Tensor:
         """Normalised video latents ``[1, z, T, h, w]`` -> frames float32 ``[F, H, W, 3]`` in 0..1."""
@@ -272,6 +316,10 @@ class MovaPipeline:
             video_noise = drawn_video if video_noise is None else video_noise
             audio_noise = drawn_audio if audio_noise is None else audio_noise
         for name, noise, shape in (("video_noise", video_noise, video_shape), ("audio_noise", audio_noise, audio_shape)):
-            if tuple(noise.shape) != shape:
-                raise ValueError(f"{name} has shape {tuple(noise.shape)}; this size/frames/fps needs {shape}.")
+            _check_shape(name, noise, shape)
         return seed, video_noise.float().to(self.device), audio_noise.float().to(self.device)
+
+
+def _check_shape(name: str, tensor: torch.Tensor, shape: tuple[int, ...]) -> None:
+    if tuple(tensor.shape) != shape:
+        raise ValueError(f"{name} has shape {tuple(tensor.shape)}; this size/frames/fps needs {shape}.")

@@ -104,3 +104,82 @@ def test_demo_cli_writes_an_mp4_with_sound_and_never_overwrites(tmp_path):
     with av.open(str(written)) as container:
         kinds = sorted(stream.type for stream in container.streams)
     assert kinds == ["audio", "video"]
+
+
+# --- first + last frame ------------------------------------------------------------------------
+
+def _solid(rgb: tuple[int, int, int]) -> torch.Tensor:
+    return torch.tensor(rgb, dtype=torch.uint8).expand(40, 60, 3).contiguous()
+
+
+def test_last_image_conditions_the_end_of_the_clip(pipe):
+    red, blue, green = _solid((255, 0, 0)), _solid((0, 0, 255)), _solid((0, 255, 0))
+    i2va = pipe.generate("a dog", image=red, seed=1, **SMALL)
+    to_blue = pipe.generate("a dog", image=red, seed=1, last_image=blue, **SMALL)
+    to_green = pipe.generate("a dog", image=red, seed=1, last_image=green, **SMALL)
+    again = pipe.generate("a dog", image=red, seed=1, last_image=blue, **SMALL)
+    assert torch.equal(to_blue.video, again.video)
+    assert not torch.equal(i2va.video[-1], to_blue.video[-1])
+    assert not torch.equal(to_blue.video[-1], to_green.video[-1])
+
+
+def test_last_image_needs_a_first_image_and_a_usable_picture(pipe):
+    with pytest.raises(ValueError, match=r"last_image needs image \(the first frame\)"):
+        pipe.generate("a dog", last_image=_solid((0, 0, 255)), **SMALL)
+    with pytest.raises(ValueError, match=r"^last_image: .*4 channels"):
+        pipe.generate("a dog", image=_solid((255, 0, 0)), last_image=torch.zeros(8, 8, 4, dtype=torch.uint8), **SMALL)
+
+
+# --- re-generation with a denoising strength ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def original(pipe):
+    return pipe.generate("a dog", seed=4, **SMALL)
+
+
+def test_full_strength_from_given_latents_is_plain_sampling(pipe, original):
+    plain = pipe.generate("a cat", seed=5, **SMALL)
+    from_init = pipe.generate("a cat", seed=5, video_init=original.video_latents, audio_init=original.audio_latents,
+                              denoising_strength=1.0, **SMALL)
+    assert torch.equal(plain.video_latents, from_init.video_latents)
+    assert torch.equal(plain.audio_latents, from_init.audio_latents)
+
+
+def test_low_strength_stays_close_to_the_given_latents(pipe, original):
+    """The distance to the init latents grows with the strength, and a tiny strength barely moves them."""
+    def distances(strength: float) -> tuple[float, float]:
+        result = pipe.generate("a cat", seed=5, video_init=original.video_latents, audio_init=original.audio_latents,
+                               denoising_strength=strength, **SMALL)
+        return ((result.video_latents - original.video_latents).norm() / original.video_latents.norm()).item(), \
+            ((result.audio_latents - original.audio_latents).norm() / original.audio_latents.norm()).item()
+
+    tiny, half, full = distances(0.01), distances(0.5), distances(1.0)
+    assert tiny[0] < 0.1 * full[0] and tiny[1] < 0.1 * full[1], (tiny, full)
+    assert tiny[0] < half[0] < full[0] and tiny[1] < half[1] < full[1], (tiny, half, full)
+
+
+def test_given_latents_are_checked(pipe, original):
+    with pytest.raises(ValueError, match="denoising_strength=0.5 needs video_init and audio_init"):
+        pipe.generate("a cat", denoising_strength=0.5, **SMALL)
+    with pytest.raises(ValueError, match="pass both video_init and audio_init"):
+        pipe.generate("a cat", video_init=original.video_latents, denoising_strength=0.5, **SMALL)
+    with pytest.raises(ValueError, match=r"video_init has shape .*; this size/frames/fps needs"):
+        pipe.generate("a cat", video_init=original.video_latents[:, :, :1], audio_init=original.audio_latents,
+                      denoising_strength=0.5, **SMALL)
+    with pytest.raises(ValueError, match="denoising_strength must lie in"):
+        pipe.generate("a cat", video_init=original.video_latents, audio_init=original.audio_latents,
+                      denoising_strength=0.0, **SMALL)
+
+
+def test_a_decoded_clip_encodes_to_init_latents(pipe, original):
+    video_latents = pipe.encode_video(original.video)
+    audio_latents = pipe.encode_audio(original.audio)
+    video_shape, audio_shape = pipe.latent_shapes(SMALL["height"], SMALL["width"], SMALL["num_frames"], SMALL["fps"])
+    assert video_latents.shape == video_shape and audio_latents.shape == audio_shape
+    again = pipe.generate("a dog", seed=6, video_init=video_latents, audio_init=audio_latents, denoising_strength=0.3,
+                          **SMALL)
+    assert again.video.shape == original.video.shape
+    with pytest.raises(ValueError, match=r"frames: expected float \[F, H, W, 3\]"):
+        pipe.encode_video(original.video[0])
+    with pytest.raises(ValueError, match=r"waveform: expected float \[channels, samples\]"):
+        pipe.encode_audio(original.audio[0])
