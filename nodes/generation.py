@@ -17,7 +17,7 @@ from ..mova_core.pipeline import OFFICIAL_NEGATIVE_PROMPT, velocity_model
 from ..mova_core.sampler import HIGH_NOISE_EXPERT, Guidance, StepInfo, sample
 from .comfy_model import MovaModel, activation_memory
 from .conditioning import embeddings_from_conditioning
-from .latents import audio_latent, clip_info, latent_samples, seeded_noise, video_latent
+from .latents import audio_latent, clip_info, init_latents, latent_samples, seeded_noise, video_latent
 from .widgets import SAMPLER, clip_problem, range_problems
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ class ClipSettings:
     video_shift: float
     audio_shift: float
     boundary: float
+    denoise: float
 
 
 def _vae_memory(height: int, width: int) -> int:
@@ -59,28 +60,62 @@ def _shifts(model: MovaModel, settings: ClipSettings) -> tuple[float | None, flo
     return settings.video_shift, settings.audio_shift
 
 
-def sample_clip(model: MovaModel, positive: Any, negative: Any, start_image: torch.Tensor | None,
-                settings: ClipSettings) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Video and audio LATENTs for ``settings``; every check runs before the first model pass."""
+def _check_images(start_image: torch.Tensor | None, end_image: torch.Tensor | None, frames: int,
+                  temporal_factor: int) -> None:
+    if end_image is None:
+        return
+    if start_image is None:
+        raise ValueError("end_image needs start_image: MOVA always conditions on a first frame; connect start_image "
+                         "too, or leave end_image unconnected.")
+    if frames < 2:
+        raise ValueError(f"end_image needs a clip of more than one frame; frames={frames}, use "
+                         f"{temporal_factor + 1} or more.")
+
+
+def _clip_latents(pipe: Any, video: torch.Tensor, audio: torch.Tensor, s: ClipSettings) -> tuple[dict, dict]:
+    """MOVA Sampler's outputs for normalised ``video`` and ``audio`` latents."""
+    output = mm.intermediate_device()
+    raw_video = pipe.video_vae.denormalize(video.float()).to(output)
+    return (video_latent(raw_video, fps=s.fps, frames=s.frames, height=s.height, width=s.width),
+            audio_latent(audio.float().to(output), sample_rate=pipe.audio_vae.sample_rate,
+                         num_samples=pipe.audio_num_samples(s.frames, s.fps), fps=s.fps, frames=s.frames))
+
+
+def sample_clip(model: MovaModel, positive: Any, negative: Any, settings: ClipSettings, *,
+                start_image: torch.Tensor | None = None, end_image: torch.Tensor | None = None,
+                video_init: Any = None, audio_init: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Video and audio LATENTs for ``settings``; every check runs before the first model pass.
+
+    ``end_image``: the last frame (first + last frame). ``video_init``/``audio_init``: the LATENTs to
+    re-generate when ``settings.denoise`` < 1 (0 returns them unchanged).
+    """
     pipe = model.pipeline
     s = settings
     guidance_values = {"text_cfg": s.text_cfg, "bridge_cfg": s.bridge_cfg, "video_shift": s.video_shift,
-                       "audio_shift": s.audio_shift, "boundary": s.boundary}
+                       "audio_shift": s.audio_shift, "boundary": s.boundary, "denoise": s.denoise}
     problem = clip_problem(s.width, s.height, s.frames, s.fps, s.steps, spatial_multiple=pipe.size_multiples,
                            temporal_factor=pipe.video_vae.config.temporal_factor) or " ".join(
         range_problems(SAMPLER, guidance_values))
     if problem:
         raise ValueError(problem)
+    _check_images(start_image, end_image, s.frames, pipe.video_vae.config.temporal_factor)
+    video_shape, audio_shape = pipe.latent_shapes(s.height, s.width, s.frames, s.fps)
+    inits = init_latents(video_init, audio_init, s.denoise, video_shape=video_shape, audio_shape=audio_shape,
+                         clip={"width": s.width, "height": s.height, "frames": s.frames, "fps": s.fps})
+    if inits is not None:
+        inits = (pipe.video_vae.normalize(inits[0].float()), inits[1].float())
+        if s.denoise == 0.0:
+            return _clip_latents(pipe, *inits, s)
     guidance = Guidance(text_cfg=s.text_cfg, bridge_cfg=s.bridge_cfg)
     positive_context = embeddings_from_conditioning(positive, model.text_dim, "positive")
     reference = prepare_reference_image(start_image, s.height, s.width, name="start_image")
+    last = None if end_image is None else prepare_reference_image(end_image, s.height, s.width, name="end_image")
     negative_context = _negative(model, negative) if len(guidance.passes) > 1 else None
-    video_shape, audio_shape = pipe.latent_shapes(s.height, s.width, s.frames, s.fps)
     video_noise, audio_noise = seeded_noise(s.seed, video_shape, audio_shape)
     video_shift, audio_shift = _shifts(model, s)
 
     model.load_video_vae(_vae_memory(s.height, s.width))
-    condition = image_condition(pipe.video_vae, reference, s.frames)
+    condition = image_condition(pipe.video_vae, reference, s.frames, last_image=last)
     device = model.load_device
     memory = activation_memory(model, video_shape, audio_shape)
     velocity = velocity_model(pipe.experts, pipe.audio_dit, pipe.bridge, condition.to(device), s.fps)
@@ -102,14 +137,13 @@ def sample_clip(model: MovaModel, positive: Any, negative: Any, start_image: tor
         expert_velocity, pipe.scheduler, video_noise.to(device), audio_noise.to(device), positive_context.to(device),
         None if negative_context is None else negative_context.to(device),
         steps=s.steps, boundary_timestep=pipe.scheduler.boundary_timestep(s.boundary), guidance=guidance,
-        video_shift=video_shift, audio_shift=audio_shift, callback=on_step,
-        check_cancelled=mm.throw_exception_if_processing_interrupted,
+        video_shift=video_shift, audio_shift=audio_shift,
+        denoising_strength=1.0 if inits is None else s.denoise,
+        video_init=None if inits is None else inits[0].to(device),
+        audio_init=None if inits is None else inits[1].to(device),
+        callback=on_step, check_cancelled=mm.throw_exception_if_processing_interrupted,
     )
-    output = mm.intermediate_device()
-    raw_video = pipe.video_vae.denormalize(video.float()).to(output)
-    return (video_latent(raw_video, fps=s.fps, frames=s.frames, height=s.height, width=s.width),
-            audio_latent(audio.float().to(output), sample_rate=pipe.audio_vae.sample_rate,
-                         num_samples=pipe.audio_num_samples(s.frames, s.fps), fps=s.fps, frames=s.frames))
+    return _clip_latents(pipe, video, audio, s)
 
 
 def decode_video(model: MovaModel, latent: Any, tile: tuple[int, int] | None) -> torch.Tensor:

@@ -25,11 +25,12 @@ class MOVASampler(io.ComfyNode):
         seed = io.Int.Input("seed", default=0, min=0, max=SEED_MAX, control_after_generate=True,
                             tooltip="Noise seed; the same seed gives the same clip on any device.")
         widgets = [*map(_widget, ("width", "height", "frames", "fps", "steps")), seed,
-                   *map(_widget, ("text_cfg", "bridge_cfg", "video_shift", "audio_shift", "boundary"))]
+                   *map(_widget, ("text_cfg", "bridge_cfg", "video_shift", "audio_shift", "boundary", "denoise"))]
         return io.Schema(
             node_id="MOVASampler", display_name="MOVA Sampler", category=CATEGORY,
             description="Generates video and audio latents together: two video experts switched at the boundary, the "
-                        "audio DiT and the bridge, with text CFG and bridge CFG. No start image = text to video+audio.",
+                        "audio DiT and the bridge, with text CFG and bridge CFG. No start image = text to video+audio; "
+                        "an end image makes the clip end on it; denoise below 1 re-generates connected latents.",
             inputs=[
                 MovaModelType.Input("mova_model"),
                 io.Conditioning.Input("positive"),
@@ -37,6 +38,15 @@ class MOVASampler(io.ComfyNode):
                                       tooltip="None = the official MOVA negative prompt, encoded with the model's umT5."),
                 io.Image.Input("start_image", optional=True, tooltip="First frame (cropped to the aspect, resized). "
                                                                      "None = T2VA from a white first frame."),
+                io.Image.Input("end_image", optional=True,
+                               tooltip="Last frame (first + last frame; cropped and resized like the start image). "
+                                       "Needs start_image."),
+                io.Latent.Input("video_latent", optional=True,
+                                tooltip="Video to re-generate when denoise < 1 (a MOVA Sampler output or a Wan 2.1 "
+                                        "VAE encode of the clip's size); unused at denoise 1."),
+                io.Latent.Input("audio_latent", optional=True,
+                                tooltip="Audio to re-generate when denoise < 1 (a MOVA Sampler output of the same "
+                                        "frames and fps); unused at denoise 1."),
                 *widgets,
             ],
             outputs=[io.Latent.Output(display_name="video_latent"), io.Latent.Output(display_name="audio_latent")],
@@ -50,6 +60,8 @@ class MOVASampler(io.ComfyNode):
 
     @classmethod
     def execute(cls, mova_model: MovaModel, positive: Any, negative: Any = None, start_image: torch.Tensor | None = None,
+                end_image: torch.Tensor | None = None, video_latent: Any = None, audio_latent: Any = None,
                 **widgets: Any) -> io.NodeOutput:
-        video, audio = sample_clip(mova_model, positive, negative, start_image, ClipSettings(**widgets))
+        video, audio = sample_clip(mova_model, positive, negative, ClipSettings(**widgets), start_image=start_image,
+                                   end_image=end_image, video_init=video_latent, audio_init=audio_latent)
         return io.NodeOutput(video, audio)

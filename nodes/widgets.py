@@ -64,6 +64,10 @@ SAMPLER = {spec.name: spec for spec in (
     NumberSpec("boundary", 0.9, 0.0, 1.0, 0.005,
                "Expert switch as a fraction of the timestep range: the high-noise expert runs while the video "
                "timestep is at or above boundary x 1000 (MOVA: 0.9)."),
+    NumberSpec("denoise", 1.0, 0.0, 1.0, 0.01,
+               "Like KSampler's denoise: 1 = generate from noise; below 1 = re-generate the connected video_latent "
+               "and audio_latent, keeping more of them the lower it is (the steps cover that last part of the "
+               "schedule); 0 = return them unchanged."),
 )}
 
 SEED_MAX = 0xFFFFFFFFFFFFFFFF

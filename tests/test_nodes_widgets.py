@@ -18,6 +18,12 @@ def test_guidance_sliders_match_the_front_end_contract():
     assert (bridge.default, bridge.low, bridge.high, bridge.step, bridge.integer) == (1.0, 0.0, 10.0, 0.1, False)
 
 
+def test_denoise_is_like_ksamplers():
+    denoise = SAMPLER["denoise"]
+    assert (denoise.default, denoise.low, denoise.high, denoise.step, denoise.integer) == (1.0, 0.0, 1.0, 0.01, False)
+    assert "denoise=1.5 is outside 0 .. 1" in denoise.problem(1.5)
+
+
 def test_defaults_are_official_and_valid():
     assert clip_problem(**{name: SAMPLER[name].default for name in GOOD_CLIP}) is None
     assert (SAMPLER["steps"].default, SAMPLER["video_shift"].default, SAMPLER["boundary"].default) == (50, 5.0, 0.9)

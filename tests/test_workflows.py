@@ -29,9 +29,10 @@ REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 PACK_NODES = {"MOVAModelLoader", "MOVALoraLoader", "MOVATextEncode", "MOVAPromptRewriter", "MOVASampler",
               "MOVADecode", "MOVAAVMux"}
-SHIPPED = {"mova_i2va_basic", "mova_t2va", "mova_i2va_prompt_rewriter", "mova_lora_stack", "mova_i2va_low_vram"}
+SHIPPED = {"mova_i2va_basic", "mova_t2va", "mova_i2va_prompt_rewriter", "mova_lora_stack", "mova_i2va_low_vram",
+           "mova_i2va_first_last"}
 OFFICIAL_SAMPLER = {"width": 640, "height": 352, "frames": 193, "fps": 24.0, "steps": 50, "text_cfg": 5.0,
-                    "bridge_cfg": 1.0, "video_shift": 5.0, "audio_shift": 5.0, "boundary": 0.9}
+                    "bridge_cfg": 1.0, "video_shift": 5.0, "audio_shift": 5.0, "boundary": 0.9, "denoise": 1.0}
 HF_ORG = "https://huggingface.co/OpenMOSS-Team/"
 
 
@@ -104,6 +105,13 @@ def test_each_workflow_has_its_feature():
         assert _source_of(workflow, sampler, "start_image")["type"] == "LoadImage", name
     t2va = _load("mova_t2va")
     assert _source_of(t2va, _nodes(t2va, "MOVASampler")[0], "start_image") is None
+    for name in SHIPPED:
+        workflow = _load(name)
+        sampler, = _nodes(workflow, "MOVASampler")
+        end = _source_of(workflow, sampler, "end_image")
+        assert (end is not None) == (name == "mova_i2va_first_last"), name
+        assert end is None or (end["type"] == "LoadImage" and end is not _source_of(workflow, sampler, "start_image"))
+        assert _source_of(workflow, sampler, "video_latent") is None and _values(sampler)["denoise"] == 1.0, name
 
     rewriter = _load("mova_i2va_prompt_rewriter")
     encode, = _nodes(rewriter, "MOVATextEncode")
@@ -162,7 +170,7 @@ def _set(workflow: dict, node_type: str, name: str, value) -> None:
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda wf: _sampler(wf)["widgets_values"].pop(), r"11 widget values, the node has 12"),
+    (lambda wf: _sampler(wf)["widgets_values"].pop(), r"12 widget values, the node has 13"),
     (lambda wf: _set(wf, "MOVASampler", "text_cfg", 25.0), r"text_cfg=25.0 is outside 0.0 .. 20.0"),
     (lambda wf: _set(wf, "MOVASampler", "bridge_cfg", 1.25), r"bridge_cfg=1.25 has more decimals than step 0.1"),
     (lambda wf: _set(wf, "MOVASampler", "width", 650), r"width=650 is off the step grid"),
@@ -281,8 +289,8 @@ def _narrow_sampler_range(pack: LoadedPack) -> None:
      r"inputs \['cfg'\] of the node are missing"),
     (_edit_schema("MOVASampler", lambda s, io: s.inputs.remove(_input(s, "negative"))),
      r"input 'negative' does not exist"),
-    (_edit_schema("MOVASampler", lambda s, io: s.inputs.append(io.Image.Input("end_image", optional=True))),
-     r"inputs \['end_image'\] of the node are missing"),
+    (_edit_schema("MOVASampler", lambda s, io: s.inputs.append(io.Mask.Input("inpaint_mask", optional=True))),
+     r"inputs \['inpaint_mask'\] of the node are missing"),
     (_edit_schema("MOVADecode", lambda s, io: s.inputs.append(io.Int.Input("tile_batch", default=1))),
      r"5 widget values, the node has 6"),
     (_edit_schema("MOVASampler", lambda s, io: s.inputs.__setitem__(

@@ -25,7 +25,7 @@ from mova_core.dit import DiTTower
 from mova_core.lora import linear_shapes
 from mova_core.tiny import AUDIO_DIT, BRIDGE, VIDEO_DIT, cached_tiny_checkpoint
 
-from .comfy_server import ComfyServer, WorkflowRejected
+from .comfy_server import ComfyServer, WorkflowFailed, WorkflowRejected
 from .conftest import DEFAULT_START_TIMEOUT, PACK_DIR
 
 MODEL = "tiny-mova"
@@ -60,7 +60,7 @@ def mova_server(comfy_server: ComfyServer) -> ComfyServer:
 
 
 def workflow(prefix: str, *, seed: int = 7, text_cfg: float = 3.0, bridge_cfg: float = 1.5, lora: bool = False,
-             start_image: bool = False, zero_negative: bool = False, **changes) -> dict:
+             start_image: bool = False, end_color: int | None = None, zero_negative: bool = False, **changes) -> dict:
     """loader -> (LoRA) -> rewriter (passthrough) -> text encode -> sampler -> decode -> mux, in API format."""
     model = ["6", 0] if lora else ["1", 0]
     graph = {
@@ -72,7 +72,7 @@ def workflow(prefix: str, *, seed: int = 7, text_cfg: float = 3.0, bridge_cfg: f
         "2": {"class_type": "MOVATextEncode", "inputs": {"mova_model": model, "text": ["9", 0]}},
         "3": {"class_type": "MOVASampler", "inputs": {
             "mova_model": model, "positive": ["2", 0], **CLIP, "steps": 2, "seed": seed, "text_cfg": text_cfg,
-            "bridge_cfg": bridge_cfg, "video_shift": 5.0, "audio_shift": 5.0, "boundary": 0.9}},
+            "bridge_cfg": bridge_cfg, "video_shift": 5.0, "audio_shift": 5.0, "boundary": 0.9, "denoise": 1.0}},
         "4": {"class_type": "MOVADecode", "inputs": {
             "mova_model": model, "video_latent": ["3", 0], "audio_latent": ["3", 1], "normalize_loudness": False,
             "target_lufs": -16.0, "tiled_decode": False, "tile_size": 256, "tile_overlap": 64}},
@@ -86,6 +86,9 @@ def workflow(prefix: str, *, seed: int = 7, text_cfg: float = 3.0, bridge_cfg: f
     if start_image:
         graph["7"] = {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 40, "batch_size": 1, "color": 0x3366CC}}
         graph["3"]["inputs"]["start_image"] = ["7", 0]
+    if end_color is not None:
+        graph["10"] = {"class_type": "EmptyImage", "inputs": {"width": 40, "height": 64, "batch_size": 1, "color": end_color}}
+        graph["3"]["inputs"]["end_image"] = ["10", 0]
     if zero_negative:  # a native conditioning node between MOVA Text Encode and the sampler
         graph["8"] = {"class_type": "ConditioningZeroOut", "inputs": {"conditioning": ["2", 0]}}
         graph["3"]["inputs"]["negative"] = ["8", 0]
@@ -123,7 +126,12 @@ def test_nodes_follow_the_contract(mova_server: ComfyServer):
         kind, options = sampler["required"][name]
         assert kind == "FLOAT" and (options["default"], options["min"], options["max"], options["step"]) == expected
         assert options["display"] == "slider"
-    assert set(sampler["optional"]) == {"negative", "start_image"}
+    assert list(sampler["optional"]) == ["negative", "start_image", "end_image", "video_latent", "audio_latent"]
+    assert [sampler["optional"][name][0] for name in ("end_image", "video_latent", "audio_latent")] == \
+        ["IMAGE", "LATENT", "LATENT"]
+    kind, options = sampler["required"]["denoise"]
+    assert kind == "FLOAT" and (options["default"], options["min"], options["max"], options["step"]) == (1.0, 0.0, 1.0, 0.01)
+    assert info["MOVASampler"]["input_order"]["required"][-1] == "denoise"
     assert info["MOVASampler"]["output"] == ["LATENT", "LATENT"]
     assert info["MOVADecode"]["output"] == ["IMAGE", "AUDIO", "FLOAT"]
     assert info["MOVAAVMux"]["output_node"] is True and info["MOVAAVMux"]["output"] == ["VIDEO"]
@@ -139,6 +147,54 @@ def test_text_to_video_audio_saves_an_mp4_with_video_and_audio(mova_server: Comf
         assert audio.codec_context.name == "aac" and audio.rate == 48000
         assert json.loads(container.metadata["prompt"])["3"]["class_type"] == "MOVASampler"  # reloadable workflow
     assert len(decoded_frames(path)) == CLIP["frames"]
+
+
+def test_end_image_makes_the_clip_end_on_it(mova_server: ComfyServer):
+    """First + last frame: the last frame depends on the end image (the tiny random model moves it by a few
+    levels only); the same inputs give the same clip, so any difference comes from the end image."""
+    def last_frames(prefix: str, end_color: int | None) -> np.ndarray:
+        entry = mova_server.run_workflow(workflow(prefix, start_image=True, end_color=end_color), timeout=300)
+        return decoded_frames(saved_mp4(mova_server, entry)).astype(int)
+
+    i2va, to_red, to_green = last_frames("mova_it/i2va", None), last_frames("mova_it/red", 0xFF0000), \
+        last_frames("mova_it/green", 0x00FF00)
+    assert np.array_equal(to_red, last_frames("mova_it/red_again", 0xFF0000))
+    assert not np.array_equal(to_red[-1], to_green[-1]) and not np.array_equal(to_red[-1], i2va[-1])
+
+
+def test_end_image_without_start_image_is_refused(mova_server: ComfyServer):
+    with pytest.raises(WorkflowFailed, match="end_image needs start_image"):
+        mova_server.run_workflow(workflow("mova_it/flf_bad", end_color=0xFF0000), timeout=300)
+
+
+def regenerate(prefix: str, denoise: float, *, connect: bool = True, **changes) -> dict:
+    """A second sampler (seed 8) re-generating the first sampler's (seed 7) latents with ``denoise``."""
+    graph = workflow(prefix)
+    second = {**graph["3"]["inputs"], "seed": 8, "denoise": denoise, **changes}
+    if connect:
+        second.update(video_latent=["3", 0], audio_latent=["3", 1])
+    graph["11"] = {"class_type": "MOVASampler", "inputs": second}
+    graph["4"]["inputs"].update(video_latent=["11", 0], audio_latent=["11", 1])
+    return graph
+
+
+def test_denoise_regenerates_the_connected_latents(mova_server: ComfyServer):
+    def frames(graph: dict) -> np.ndarray:
+        return decoded_frames(saved_mp4(mova_server, mova_server.run_workflow(graph, timeout=300))).astype(int)
+
+    first, fresh = frames(workflow("mova_it/seed7")), frames(workflow("mova_it/seed8", seed=8))
+    assert np.array_equal(frames(regenerate("mova_it/denoise0", 0.0)), first), "denoise 0 returns the latents unchanged"
+    assert np.array_equal(frames(regenerate("mova_it/denoise1", 1.0)), fresh), "denoise 1 samples from noise"
+    partial = frames(regenerate("mova_it/denoise03", 0.3))
+    assert np.abs(partial - first).mean() < np.abs(fresh - first).mean()
+    assert not np.array_equal(partial, first)
+
+
+def test_denoise_needs_matching_latents(mova_server: ComfyServer):
+    with pytest.raises(WorkflowFailed, match="video_latent and audio_latent are not connected"):
+        mova_server.run_workflow(regenerate("mova_it/denoise_bad", 0.5, connect=False), timeout=300)
+    with pytest.raises(WorkflowFailed, match=r"video_latent: latents of shape .* do not fit .*frames=9"):
+        mova_server.run_workflow(regenerate("mova_it/denoise_bad", 0.5, frames=9), timeout=300)
 
 
 def test_lora_changes_the_clip_and_removing_it_restores_it_without_reloading(mova_server: ComfyServer):
