@@ -55,9 +55,12 @@ def audio_rope_table(head_dim: int, length: int, device: torch.device | str | No
 
 
 def apply_interleaved_rope(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x`` [B, L, heads, head_dim] by ``table`` [L, head_dim // 2] in float64; keeps x's dtype."""
-    pairs = torch.view_as_complex(x.to(torch.float64).unflatten(-1, (-1, 2)))
-    return torch.view_as_real(pairs * table[:, None]).flatten(-2).to(x.dtype)
+    """Rotate ``x`` [B, L, heads, head_dim] by ``table`` [L, head_dim // 2] in float64; keeps x's dtype.
+
+    The product is taken in place on a float64 copy: on long videos this rotation is the memory peak
+    of a DiT pass, and a second complex128 tensor would add 4x the size of bf16 ``x`` to it."""
+    pairs = torch.view_as_complex(x.to(torch.float64, copy=True).unflatten(-1, (-1, 2)))
+    return torch.view_as_real(pairs.mul_(table[:, None])).flatten(-2).to(x.dtype)
 
 
 def video_positions_on_audio_clock(

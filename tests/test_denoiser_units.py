@@ -4,11 +4,13 @@ depths, bridge on/off, batching, condition scale, and loading tiny random checkp
 from __future__ import annotations
 
 import json
+import weakref
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from mova_core.attention import (
     AttentionBackendError, attention, available_backends, register_backend, set_attention_backend,
@@ -17,6 +19,7 @@ from mova_core.bridge import DualTowerBridge, load_bridge
 from mova_core.config import BridgeConfig, DiTConfig
 from mova_core.dit import DiTTower, load_dit
 from mova_core.joint import joint_forward
+from mova_core.rope import apply_interleaved_rope, video_rope_table
 
 VIDEO_FPS = 24.0
 BRIDGE_HEAD_DIM = 24
@@ -62,6 +65,53 @@ def models():
     audio = seeded(lambda: DiTTower(audio_config()), 2)
     bridge = seeded(lambda: DualTowerBridge(bridge_config(pooled_adaln=True, apply_first_frame_bias_in_rope=True)), 3)
     return video, audio, bridge
+
+
+# --- tower RoPE on half-precision activations --------------------------------------------------
+
+
+class _PeakLiveBytes(TorchDispatchMode):
+    """Peak bytes of the tensor storages created while active and still alive (CPU, refcounted);
+    views of the ``inputs`` cost nothing."""
+
+    def __init__(self, *inputs: torch.Tensor) -> None:
+        super().__init__()
+        self.live: dict[int, int] = {t.untyped_storage().data_ptr(): 0 for t in inputs}
+        self.current = self.peak = 0
+
+    def _release(self, key: int) -> None:
+        self.current -= self.live.pop(key, 0)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in (out if isinstance(out, (tuple, list)) else [out]):
+            storage = tensor.untyped_storage() if isinstance(tensor, torch.Tensor) else None
+            if storage is not None and storage.data_ptr() not in self.live:
+                self.live[storage.data_ptr()] = storage.nbytes()
+                self.current += storage.nbytes()
+                self.peak = max(self.peak, self.current)
+                weakref.finalize(storage, self._release, storage.data_ptr())
+        return out
+
+
+def test_tower_rope_keeps_a_single_float64_copy_of_the_activations():
+    """The float64 rotation is the peak of a DiT pass on long videos: one float64 copy of q (4x its
+    bf16 size) rotated in place, not a second complex128 product next to it."""
+    q = torch.randn(1, 240, 3, 24).to(torch.bfloat16)
+    table = video_rope_table(24, (4, 6, 10))
+    expected = torch.view_as_real(torch.view_as_complex(q.double().unflatten(-1, (-1, 2))) * table[:, None])
+    with _PeakLiveBytes(q, table) as tracker:
+        rotated = apply_interleaved_rope(q, table)
+    float64_copy = q.numel() * 8
+    assert tracker.peak <= float64_copy + rotated.numel() * rotated.element_size()
+    assert torch.equal(rotated, expected.flatten(-2).to(torch.bfloat16))
+
+
+def test_tower_rope_leaves_float64_inputs_untouched():
+    x = torch.randn(1, 12, 2, 8, dtype=torch.float64)
+    before = x.clone()
+    apply_interleaved_rope(x, video_rope_table(8, (1, 3, 4)))
+    assert torch.equal(x, before)
 
 
 # --- attention backends ---------------------------------------------------------------------------
