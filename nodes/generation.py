@@ -39,7 +39,7 @@ class ClipSettings:
     video_shift: float
     audio_shift: float
     boundary: float
-    denoise: float
+    denoise: float = 1.0
 
 
 def _vae_memory(height: int, width: int) -> int:

@@ -15,8 +15,8 @@ from .widgets import SAMPLER, SEED_MAX, clip_problem
 _SLIDERS = ("text_cfg", "bridge_cfg")
 
 
-def _widget(name: str) -> io.Input:
-    return number_input(SAMPLER[name], **({"display_mode": io.NumberDisplay.slider} if name in _SLIDERS else {}))
+def _widget(name: str, **extra: Any) -> io.Input:
+    return number_input(SAMPLER[name], **({"display_mode": io.NumberDisplay.slider} if name in _SLIDERS else {}), **extra)
 
 
 class MOVASampler(io.ComfyNode):
@@ -25,7 +25,8 @@ class MOVASampler(io.ComfyNode):
         seed = io.Int.Input("seed", default=0, min=0, max=SEED_MAX, control_after_generate=True,
                             tooltip="Noise seed; the same seed gives the same clip on any device.")
         widgets = [*map(_widget, ("width", "height", "frames", "fps", "steps")), seed,
-                   *map(_widget, ("text_cfg", "bridge_cfg", "video_shift", "audio_shift", "boundary", "denoise"))]
+                   *map(_widget, ("text_cfg", "bridge_cfg", "video_shift", "audio_shift", "boundary")),
+                   _widget("denoise", optional=True)]  # optional: API prompts made before it still run (1.0)
         return io.Schema(
             node_id="MOVASampler", display_name="MOVA Sampler", category=CATEGORY,
             description="Generates video and audio latents together: two video experts switched at the boundary, the "

@@ -61,7 +61,9 @@ def mova_server(comfy_server: ComfyServer) -> ComfyServer:
 
 def workflow(prefix: str, *, seed: int = 7, text_cfg: float = 3.0, bridge_cfg: float = 1.5, lora: bool = False,
              start_image: bool = False, end_color: int | None = None, zero_negative: bool = False, **changes) -> dict:
-    """loader -> (LoRA) -> rewriter (passthrough) -> text encode -> sampler -> decode -> mux, in API format."""
+    """loader -> (LoRA) -> rewriter (passthrough) -> text encode -> sampler -> decode -> mux, in API format.
+
+    The sampler gets no ``denoise`` (a prompt written before that input existed still runs)."""
     model = ["6", 0] if lora else ["1", 0]
     graph = {
         "1": {"class_type": "MOVAModelLoader", "inputs": {"model_name": MODEL, "weight_dtype": "fp32", "attention": "comfy"}},
@@ -72,7 +74,7 @@ def workflow(prefix: str, *, seed: int = 7, text_cfg: float = 3.0, bridge_cfg: f
         "2": {"class_type": "MOVATextEncode", "inputs": {"mova_model": model, "text": ["9", 0]}},
         "3": {"class_type": "MOVASampler", "inputs": {
             "mova_model": model, "positive": ["2", 0], **CLIP, "steps": 2, "seed": seed, "text_cfg": text_cfg,
-            "bridge_cfg": bridge_cfg, "video_shift": 5.0, "audio_shift": 5.0, "boundary": 0.9, "denoise": 1.0}},
+            "bridge_cfg": bridge_cfg, "video_shift": 5.0, "audio_shift": 5.0, "boundary": 0.9}},
         "4": {"class_type": "MOVADecode", "inputs": {
             "mova_model": model, "video_latent": ["3", 0], "audio_latent": ["3", 1], "normalize_loudness": False,
             "target_lufs": -16.0, "tiled_decode": False, "tile_size": 256, "tile_overlap": 64}},
@@ -126,12 +128,12 @@ def test_nodes_follow_the_contract(mova_server: ComfyServer):
         kind, options = sampler["required"][name]
         assert kind == "FLOAT" and (options["default"], options["min"], options["max"], options["step"]) == expected
         assert options["display"] == "slider"
-    assert list(sampler["optional"]) == ["negative", "start_image", "end_image", "video_latent", "audio_latent"]
+    assert list(sampler["optional"]) == ["negative", "start_image", "end_image", "video_latent", "audio_latent",
+                                         "denoise"]  # optional: prompts without it run with 1.0
     assert [sampler["optional"][name][0] for name in ("end_image", "video_latent", "audio_latent")] == \
         ["IMAGE", "LATENT", "LATENT"]
-    kind, options = sampler["required"]["denoise"]
+    kind, options = sampler["optional"]["denoise"]
     assert kind == "FLOAT" and (options["default"], options["min"], options["max"], options["step"]) == (1.0, 0.0, 1.0, 0.01)
-    assert info["MOVASampler"]["input_order"]["required"][-1] == "denoise"
     assert info["MOVASampler"]["output"] == ["LATENT", "LATENT"]
     assert info["MOVADecode"]["output"] == ["IMAGE", "AUDIO", "FLOAT"]
     assert info["MOVAAVMux"]["output_node"] is True and info["MOVAAVMux"]["output"] == ["VIDEO"]
