@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from conftest import assert_close_to_reference
 from mova_core.lora import (
@@ -437,13 +438,30 @@ def test_merge_in_bfloat16_restores_bit_for_bit(tmp_path):
     assert_bit_identical(models, before)
 
 
-def test_hooks_follow_the_input_dtype(tmp_path):
+class _CopyCounter(TorchDispatchMode):
+    """Counts dtype/device conversions (``aten._to_copy``) run while active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.copies = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.copies += func is torch.ops.aten._to_copy.default
+        return func(*args, **(kwargs or {}))
+
+
+def test_hooks_follow_the_input_dtype_and_convert_the_factors_once(tmp_path):
+    """The factors are converted for the input's device and dtype once, not at every forward (on a
+    GPU that would copy every LoRA factor host-to-device at every model pass)."""
     models = tiny_models(dtype=torch.bfloat16)
     layers, lora = load_official(tmp_path, models, 1, alpha=1.5)
     linear = models["audio_dit"].get_submodule("blocks.1.cross_attn.v")
     x = torch.randn(4, linear.in_features).bfloat16()
     with LoraStack().add(lora).apply(models):
         out = linear(x)
+        with _CopyCounter() as counter:
+            again = linear(x)
+    assert counter.copies == 0 and torch.equal(again, out)
     assert out.dtype == torch.bfloat16
     down, up = layers[("audio_dit", "blocks.1.cross_attn.v")]
     expected = F.linear(x.float(), expected_weight(linear.weight.float(), [(down, up, 1.5 / RANK)]), linear.bias.float())

@@ -136,12 +136,23 @@ class LoraStack:
 
 
 def _hook(linear: nn.Linear, terms: list[Term]) -> Callable[[], None]:
+    # (down, up, factor) per term, converted for the device and dtype of the last input: converting at
+    # every call would copy every LoRA factor host-to-device at every model pass.
+    converted: dict[tuple[torch.device, torch.dtype], list[tuple[torch.Tensor, torch.Tensor, float]]] = {}
+
+    def factors(x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
+        key = (x.device, x.dtype)
+        if key not in converted:
+            converted.clear()
+            converted[key] = [(weights.down.to(device=x.device, dtype=x.dtype),
+                               weights.up.to(device=x.device, dtype=x.dtype), strength * weights.scale)
+                              for weights, strength in terms]
+        return converted[key]
+
     def add_lora(module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor:
         x = args[0]
-        for weights, strength in terms:
-            down = weights.down.to(device=x.device, dtype=x.dtype)
-            up = weights.up.to(device=x.device, dtype=x.dtype)
-            output = output + F.linear(F.linear(x, down), up) * (strength * weights.scale)
+        for down, up, factor in factors(x):
+            output = output + F.linear(F.linear(x, down), up) * factor
         return output
 
     return linear.register_forward_hook(add_lora).remove
