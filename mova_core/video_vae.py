@@ -363,13 +363,16 @@ class VideoVAE(nn.Module):
     """Wan 2.1 video VAE. Layers come from ``operations`` (default ``torch.nn``).
 
     ``compute_dtype``: dtype that ``encode``/``decode`` cast their input to (default: the dtype of
-    the stored weights, :attr:`dtype`). Outputs come back in that dtype.
+    the stored weights, :attr:`dtype`). Outputs come back in that dtype. ``compute_device`` (attribute,
+    default None = where the weights are): the device they compute on, for callers whose casting
+    operations stream weights kept elsewhere (ComfyUI's low-VRAM modes).
     """
 
     def __init__(self, config: VideoVAEConfig, operations: Any = nn, compute_dtype: torch.dtype | None = None):
         super().__init__()
         self.config = config
         self.compute_dtype = compute_dtype
+        self.compute_device: torch.device | None = None
         z = config.z_dim
         self.encoder = Encoder(config, operations)
         self.quant_conv = operations.Conv3d(z * 2, z * 2, 1)
@@ -382,7 +385,7 @@ class VideoVAE(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.post_quant_conv.weight.device
+        return self.compute_device or self.post_quant_conv.weight.device
 
     # ------------------------------------------------------------------ encode
 

@@ -120,7 +120,7 @@ class MovaModel:
 
     @property
     def compute_dtype(self) -> torch.dtype:
-        """Activation dtype of the DiTs (and of the video VAE)."""
+        """Activation dtype of the DiTs (the video VAE's, chosen for its own device, is ``pipeline.video_vae.dtype``)."""
         return self._shared.compute
 
     @property
@@ -175,10 +175,13 @@ def load_mova_model(path: Path, weight_dtype: str, attention: str) -> MovaModel:
         tower.compute_dtype_override = compute
     vae_storage = torch.bfloat16 if storage == torch.float8_e4m3fn else storage
     vae_args = dict(dtype=vae_storage, device=mm.vae_offload_device(), operations=operations(vae_storage))
+    video_vae = load_video_vae(checkpoint.component("video_vae"), compute_dtype=compute_dtype(vae_storage, mm.vae_device()),
+                               **vae_args)
+    video_vae.compute_device = mm.vae_device()  # where its patcher loads it (low-VRAM modes keep weights elsewhere)
     pipeline = MovaPipeline(
         video_dit=towers[HIGH_NOISE_EXPERT], video_dit_2=towers[LOW_NOISE_EXPERT], audio_dit=towers["audio_dit"],
         bridge=load_bridge(checkpoint.component("dual_tower_bridge"), **dit_args),
-        video_vae=load_video_vae(checkpoint.component("video_vae"), compute_dtype=compute, **vae_args),
+        video_vae=video_vae,
         audio_vae=load_audio_vae(checkpoint.component("audio_vae"), **vae_args),
         text_encoder=None,  # read on first use: many workflows encode with CLIPLoader instead
         scheduler=FlowMatchPairScheduler(checkpoint.scheduler_config()),

@@ -177,6 +177,20 @@ def test_bad_tensors_raise_value_errors():
         vae.decode(torch.zeros(1, 4, 1, 2, 2), tile_size=4, tile_overlap=4)
 
 
+def test_compute_device_runs_encode_and_decode_there_whatever_holds_the_weights():
+    """ComfyUI's low-VRAM modes leave some or all weights on the offload device and stream them to
+    the load device layer by layer: the VAE must compute on the device it is told, not on the device
+    of one of its weights (which put a whole decode on the CPU)."""
+    config = VideoVAEConfig(base_dim=2, z_dim=4, latents_mean=(0.5,) * 4, latents_std=(2.0,) * 4)
+    vae = VideoVAE(config, CastingOps).eval().requires_grad_(False)  # weights on the CPU, cast per layer
+    vae.compute_device = torch.device("meta")
+    assert vae.device == torch.device("meta")
+    assert vae.decode(torch.zeros(1, 4, 2, 2, 2)).device.type == "meta"
+    assert vae.encode(torch.zeros(1, 3, 5, 16, 16)).device.type == "meta"
+    vae.compute_device = None
+    assert vae.device == torch.device("cpu")
+
+
 # ------------------------------------------------------------------------------------ tiling
 
 
