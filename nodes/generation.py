@@ -72,11 +72,10 @@ def _check_images(start_image: torch.Tensor | None, end_image: torch.Tensor | No
                          f"{temporal_factor + 1} or more.")
 
 
-def _clip_latents(pipe: Any, video: torch.Tensor, audio: torch.Tensor, s: ClipSettings) -> tuple[dict, dict]:
-    """MOVA Sampler's outputs for normalised ``video`` and ``audio`` latents."""
+def _clip_latents(pipe: Any, raw_video: torch.Tensor, audio: torch.Tensor, s: ClipSettings) -> tuple[dict, dict]:
+    """MOVA Sampler's outputs for raw (Wan 2.1) ``raw_video`` and ``audio`` latents."""
     output = mm.intermediate_device()
-    raw_video = pipe.video_vae.denormalize(video.float()).to(output)
-    return (video_latent(raw_video, fps=s.fps, frames=s.frames, height=s.height, width=s.width),
+    return (video_latent(raw_video.float().to(output), fps=s.fps, frames=s.frames, height=s.height, width=s.width),
             audio_latent(audio.float().to(output), sample_rate=pipe.audio_vae.sample_rate,
                          num_samples=pipe.audio_num_samples(s.frames, s.fps), fps=s.fps, frames=s.frames))
 
@@ -102,10 +101,8 @@ def sample_clip(model: MovaModel, positive: Any, negative: Any, settings: ClipSe
     video_shape, audio_shape = pipe.latent_shapes(s.height, s.width, s.frames, s.fps)
     inits = init_latents(video_init, audio_init, s.denoise, video_shape=video_shape, audio_shape=audio_shape,
                          clip={"width": s.width, "height": s.height, "frames": s.frames, "fps": s.fps})
-    if inits is not None:
-        inits = (pipe.video_vae.normalize(inits[0].float()), inits[1].float())
-        if s.denoise == 0.0:
-            return _clip_latents(pipe, *inits, s)
+    if inits is not None and s.denoise == 0.0:
+        return _clip_latents(pipe, *inits, s)
     guidance = Guidance(text_cfg=s.text_cfg, bridge_cfg=s.bridge_cfg)
     positive_context = embeddings_from_conditioning(positive, model.text_dim, "positive")
     reference = prepare_reference_image(start_image, s.height, s.width, name="start_image")
@@ -139,11 +136,11 @@ def sample_clip(model: MovaModel, positive: Any, negative: Any, settings: ClipSe
         steps=s.steps, boundary_timestep=pipe.scheduler.boundary_timestep(s.boundary), guidance=guidance,
         video_shift=video_shift, audio_shift=audio_shift,
         denoising_strength=1.0 if inits is None else s.denoise,
-        video_init=None if inits is None else inits[0].to(device),
-        audio_init=None if inits is None else inits[1].to(device),
+        video_init=None if inits is None else pipe.video_vae.normalize(inits[0].float()).to(device),
+        audio_init=None if inits is None else inits[1].float().to(device),
         callback=on_step, check_cancelled=mm.throw_exception_if_processing_interrupted,
     )
-    return _clip_latents(pipe, video, audio, s)
+    return _clip_latents(pipe, pipe.video_vae.denormalize(video.float()), audio, s)
 
 
 def decode_video(model: MovaModel, latent: Any, tile: tuple[int, int] | None) -> torch.Tensor:
