@@ -184,6 +184,12 @@ class DAC(nn.Module):
         self.quant_conv = operations.Conv1d(config.latent_dim, 2 * config.latent_dim, kernel_size=1)
         self.post_quant_conv = operations.Conv1d(config.latent_dim, config.latent_dim, kernel_size=1)
         self.decoder = Decoder(config, operations)
+        self.compute_device: torch.device | None = None  # None: where the weights are (see VideoVAE)
+
+    @property
+    def device(self) -> torch.device:
+        """Where ``encode``/``decode`` inputs go: ``compute_device`` if set, else the weights' device."""
+        return self.compute_device or self.post_quant_conv.weight.device
 
     @property
     def sample_rate(self) -> int:

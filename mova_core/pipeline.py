@@ -30,7 +30,7 @@ from .media import LoudnessTarget, write_mp4
 from .sampler import HIGH_NOISE_EXPERT, LOW_NOISE_EXPERT, Guidance, StepInfo, VelocityModel, sample
 from .scheduler import FlowMatchPairScheduler
 from .text_encoder import TextEncoder
-from .video_vae import VideoVAE, load_video_vae
+from .video_vae import VideoVAE, frames_from_pixels, load_video_vae
 
 # Negative prompt of the official ``scripts/inference_single.py`` (the ``__call__`` default is "").
 OFFICIAL_NEGATIVE_PROMPT = (
@@ -264,23 +264,20 @@ class MovaPipeline:
         if waveform.ndim != 2:
             raise ValueError(f"waveform: expected float [channels, samples], got shape {tuple(waveform.shape)}.")
         self._use("audio_vae")
-        weight = next(self.audio_vae.parameters())
         mono = waveform.float().mean(dim=0, keepdim=True).unsqueeze(0)
-        return self.audio_vae.encode(mono.to(weight.device)).float()
+        return self.audio_vae.encode(mono.to(self.audio_vae.device)).float()
 
     def decode_video(self, latents: torch.Tensor, *, tile_size: int | None = None) -> torch.Tensor:
         """Normalised video latents ``[1, z, T, h, w]`` -> frames float32 ``[F, H, W, 3]`` in 0..1."""
         self._use("video_vae")
         vae = self.video_vae
         pixels = vae.decode(vae.denormalize(latents.float()).to(device=vae.device, dtype=vae.dtype), tile_size=tile_size)
-        return (pixels[0].float() / 2 + 0.5).clamp(0, 1).permute(1, 2, 3, 0).cpu()
+        return frames_from_pixels(pixels, torch.device("cpu"))
 
     def decode_audio(self, latents: torch.Tensor) -> torch.Tensor:
         """Audio latents ``[1, Ca, La]`` -> waveform float32 ``[channels, La * hop]`` (not trimmed)."""
         self._use("audio_vae")
-        dac = self.audio_vae
-        weight = next(dac.parameters())
-        return dac.decode(latents.float().to(weight.device))[0].float().cpu()
+        return self.audio_vae.decode(latents.float().to(self.audio_vae.device))[0].float().cpu()
 
     # -- internals ------------------------------------------------------------------------------
 

@@ -511,6 +511,14 @@ class VideoVAE(nn.Module):
         return latents * self._channel_stats(self.config.latents_std, latents) + self._channel_stats(self.config.latents_mean, latents)
 
 
+def frames_from_pixels(pixels: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Decoded video ``[1, 3, F, H, W]`` in [-1, 1] -> float32 frames ``[F, H, W, 3]`` in 0..1 on ``device``
+    (ComfyUI's IMAGE layout). Moved first, in the decode dtype, then converted in place: one float32 copy
+    (which may be ``pixels``' own memory when no move or conversion is needed)."""
+    frames = pixels[0].permute(1, 2, 3, 0).to(device).float()
+    return frames.mul_(0.5).add_(0.5).clamp_(0, 1)
+
+
 def load_video_vae(
     path: ComponentPath,
     *,

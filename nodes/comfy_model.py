@@ -99,6 +99,7 @@ class _SharedParts:
         self.video_vae = _patcher(pipeline.video_vae, mm.vae_device(), mm.vae_offload_device())
         self.audio_vae = _patcher(pipeline.audio_vae, mm.vae_device(), mm.vae_offload_device())
         self.text_encoder: comfy.model_patcher.ModelPatcher | None = None
+        self.prompt_embeddings: dict[str, torch.Tensor] = {}
 
 
 class MovaModel:
@@ -160,6 +161,14 @@ class MovaModel:
         mm.load_models_gpu([shared.text_encoder])
         return self.pipeline.text_encoder
 
+    def default_negative(self, prompt: str) -> torch.Tensor:
+        """float32 embeddings of ``prompt`` on the CPU, encoded once per model (the official negative
+        prompt would otherwise bring umT5 back onto the GPU at every run)."""
+        cache = self._shared.prompt_embeddings
+        if prompt not in cache:
+            cache[prompt] = self.text_encoder().encode(prompt).float().cpu()
+        return cache[prompt]
+
 
 def load_mova_model(path: Path, weight_dtype: str, attention: str) -> MovaModel:
     """Read an official MOVA folder or a packed MOVA file into patchers (weights land on ComfyUI's offload device)."""
@@ -177,12 +186,13 @@ def load_mova_model(path: Path, weight_dtype: str, attention: str) -> MovaModel:
     vae_args = dict(dtype=vae_storage, device=mm.vae_offload_device(), operations=operations(vae_storage))
     video_vae = load_video_vae(checkpoint.component("video_vae"), compute_dtype=compute_dtype(vae_storage, mm.vae_device()),
                                **vae_args)
-    video_vae.compute_device = mm.vae_device()  # where its patcher loads it (low-VRAM modes keep weights elsewhere)
+    audio_vae = load_audio_vae(checkpoint.component("audio_vae"), **vae_args)
+    video_vae.compute_device = audio_vae.compute_device = mm.vae_device()  # where their patchers load them
     pipeline = MovaPipeline(
         video_dit=towers[HIGH_NOISE_EXPERT], video_dit_2=towers[LOW_NOISE_EXPERT], audio_dit=towers["audio_dit"],
         bridge=load_bridge(checkpoint.component("dual_tower_bridge"), **dit_args),
         video_vae=video_vae,
-        audio_vae=load_audio_vae(checkpoint.component("audio_vae"), **vae_args),
+        audio_vae=audio_vae,
         text_encoder=None,  # read on first use: many workflows encode with CLIPLoader instead
         scheduler=FlowMatchPairScheduler(checkpoint.scheduler_config()),
         model_index=checkpoint.model_index(),
