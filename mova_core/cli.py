@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--prompt", required=True)
     generate.add_argument("--negative-prompt", default=OFFICIAL_NEGATIVE_PROMPT)
     generate.add_argument("--image", type=Path, default=None, help="first frame (I2VA); omit for T2VA")
+    generate.add_argument("--last-image", type=Path, default=None, help="last frame (first + last frame; needs --image)")
     generate.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16")
     generate.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     generate.add_argument("--offload", action="store_true",
@@ -80,7 +81,8 @@ def _pack(args: argparse.Namespace) -> Path:
                                include_text_encoder=not args.no_text_encoder, progress=on_progress)
 
 
-def _run(pipe: MovaPipeline, args: argparse.Namespace, *, negative_prompt: str, image: object = None) -> Path:
+def _run(pipe: MovaPipeline, args: argparse.Namespace, *, negative_prompt: str, image: object = None,
+         **options: object) -> Path:
     with tqdm(total=args.steps, desc="denoising", unit="step") as bar:
         def on_step(info: StepInfo) -> None:
             bar.set_postfix(t=f"{info.video_timestep:.0f}", expert=info.expert)
@@ -88,7 +90,8 @@ def _run(pipe: MovaPipeline, args: argparse.Namespace, *, negative_prompt: str, 
 
         result = pipe.generate(args.prompt, negative_prompt=negative_prompt, image=image, height=args.height,
                                width=args.width, num_frames=args.frames, fps=args.fps, steps=args.steps,
-                               text_cfg=args.text_cfg, bridge_cfg=args.bridge_cfg, seed=args.seed, callback=on_step)
+                               text_cfg=args.text_cfg, bridge_cfg=args.bridge_cfg, seed=args.seed, callback=on_step,
+                               **options)
     loudness = None if args.loudness is None else LoudnessTarget(lufs=args.loudness)
     return result.save(args.out, loudness=loudness)
 
@@ -104,10 +107,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         from PIL import Image
 
-        image = None if args.image is None else Image.open(args.image).convert("RGB")
+        image, last_image = (None if file is None else Image.open(file).convert("RGB")
+                             for file in (args.image, args.last_image))
         pipe = MovaPipeline.from_pretrained(args.model, dtype=DTYPES[args.dtype], device=args.device,
                                             offload=args.offload)
-        path = _run(pipe, args, negative_prompt=args.negative_prompt, image=image)
+        path = _run(pipe, args, negative_prompt=args.negative_prompt, image=image, last_image=last_image)
     print(f"wrote {path} in {time.perf_counter() - started:.1f} s")
     return 0
 
