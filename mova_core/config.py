@@ -204,23 +204,3 @@ class ModelIndex(ConfigBase):
     @property
     def boundary_timestep(self) -> float:
         return self.boundary_ratio * 1000.0
-
-
-def _real_dit(dim: int, heads: int, ffn: int, layers: int, in_dim: int, out_dim: int, patch: tuple[int, ...]) -> DiTConfig:
-    return DiTConfig(dim=dim, in_dim=in_dim, ffn_dim=ffn, out_dim=out_dim, text_dim=4096, freq_dim=256,
-                     num_heads=heads, num_layers=layers, patch_size=patch,
-                     vae_type="dac" if len(patch) == 1 else None, require_vae_embedding=len(patch) == 3)
-
-
-# Shapes of the released MOVA-360p and MOVA-720p checkpoints (identical networks; they differ
-# in training resolution only).
-MOVA_VIDEO_DIT = _real_dit(5120, 40, 13824, 40, 36, 16, (1, 2, 2))
-MOVA_AUDIO_DIT = _real_dit(1536, 12, 8960, 30, 128, 128, (1,))
-MOVA_BRIDGE = BridgeConfig(visual_layers=40, audio_layers=30, visual_hidden_dim=5120, audio_hidden_dim=1536,
-                           audio_fps=50.0, head_dim=128, interaction_strategy="full", apply_cross_rope=True)
-MOVA_SCHEDULER = SchedulerConfig(shift=5.0, extra_one_step=True)
-PRESETS: dict[str, dict[str, ConfigBase]] = {
-    name: {"video_dit": MOVA_VIDEO_DIT, "video_dit_2": MOVA_VIDEO_DIT, "audio_dit": MOVA_AUDIO_DIT,
-           "dual_tower_bridge": MOVA_BRIDGE, "scheduler": MOVA_SCHEDULER}
-    for name in ("MOVA-360p", "MOVA-720p")
-}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mova_core.config import BridgeConfig, ConfigError, DiTConfig, ModelIndex, SchedulerConfig, PRESETS
+from mova_core.config import BridgeConfig, ConfigError, DiTConfig, ModelIndex
 
 VIDEO = dict(dim=96, in_dim=36, ffn_dim=192, out_dim=16, text_dim=32, freq_dim=32, num_heads=4,
              num_layers=2, patch_size=[1, 2, 2])
@@ -55,10 +55,3 @@ def test_model_index_boundary_and_components():
     assert index.components == ("video_dit",)
     with pytest.raises(ConfigError, match="audio_vae_type"):
         ModelIndex.from_dict({"audio_vae_type": "oobleck"})
-
-
-def test_presets_have_real_shapes():
-    preset = PRESETS["MOVA-720p"]
-    assert preset["video_dit"].head_dim == 128 and preset["audio_dit"].head_dim == 128
-    assert len(preset["dual_tower_bridge"].interaction_layers) == 30
-    assert isinstance(preset["scheduler"], SchedulerConfig)
