@@ -92,13 +92,13 @@ def missing_components(folder: Path, *, with_text_encoder: bool = False) -> list
     return [name for name in wanted if not (folder / name).is_dir()]
 
 
-def component_problem(model: Path, name: str, *, with_text_encoder: bool = False) -> str | None:
+def component_problem(model: Path, name: str) -> str | None:
     """Message naming the missing component folders of model ``name`` (or what is wrong with a packed file),
     or None when complete. A packed file without the text encoder is complete (it is optional there)."""
     if model.is_file():
         problem = inspect_packed(model).problem
         return None if problem is None else f"model_name={name!r}: {problem}"
-    missing = missing_components(model, with_text_encoder=with_text_encoder)
+    missing = missing_components(model)
     if not missing:
         return None
     return (f"model_name={name!r}: the folder {model} lacks {', '.join(f'{m}/' for m in missing)}; "
