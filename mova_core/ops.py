@@ -1,6 +1,6 @@
 """Layer namespaces ("operations") the models are built from.
 
-Every model takes an ``operations`` argument: any object with ``Linear``, ``Conv1d``,
+Every model takes an ``operations`` argument: any object with ``Linear``, ``Conv1d``, ``Conv2d``,
 ``Conv3d``, ``ConvTranspose1d``, ``LayerNorm``, ``RMSNorm`` and ``Embedding`` attributes.
 ``torch.nn`` is the default; ComfyUI passes one of its ``comfy.ops`` classes.
 :class:`CastingOps` stores weights in one dtype (for example float8) and computes in the
