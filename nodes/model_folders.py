@@ -67,7 +67,8 @@ def resolve_model(roots: Iterable[str | Path], name: str) -> Path:
     roots = [Path(root) for root in roots]
     posix = PurePosixPath(name)
     if posix.is_absolute() or Path(name).is_absolute() or ".." in posix.parts:
-        raise FileNotFoundError(f"model_name={name!r}: give a folder name relative to models/mova, not a path.")
+        raise FileNotFoundError(f"model_name={name!r}: give a name relative to models/mova as listed (for example "
+                                "'org/name'), not an absolute path or one with '..'.")
     relative = Path(*posix.parts)
     for root in roots:
         if _is_model(root / relative):
