@@ -19,6 +19,7 @@ def node_list() -> list[type]:
     """
     from .comfy_io import register_model_folder
     from .comfy_model import register_comfy_attention
+    from .encode_node import MOVAEncode
     from .loader_nodes import MOVALoraLoader, MOVAModelLoader
     from .output_nodes import MOVAAVMux, MOVADecode
     from .sampler_node import MOVASampler
@@ -26,4 +27,5 @@ def node_list() -> list[type]:
 
     register_model_folder()
     register_comfy_attention()
-    return [MOVAModelLoader, MOVALoraLoader, MOVATextEncode, MOVAPromptRewriter, MOVASampler, MOVADecode, MOVAAVMux]
+    return [MOVAModelLoader, MOVALoraLoader, MOVATextEncode, MOVAPromptRewriter, MOVASampler, MOVADecode, MOVAEncode,
+            MOVAAVMux]

@@ -18,7 +18,8 @@ from ..mova_core.sampler import HIGH_NOISE_EXPERT, Guidance, StepInfo, sample
 from ..mova_core.video_vae import frames_from_pixels
 from .comfy_model import MovaModel, activation_memory
 from .conditioning import embeddings_from_conditioning
-from .latents import audio_latent, clip_info, init_latents, latent_samples, seeded_noise, video_latent
+from .latents import (audio_latent, clip_info, empty_latent, init_latents, latent_samples, plan_encode, seeded_noise,
+                      video_latent)
 from .widgets import SAMPLER, clip_problem, range_problems
 
 log = logging.getLogger(__name__)
@@ -177,3 +178,32 @@ def decode_audio(model: MovaModel, latent: Any, target_lufs: float | None) -> di
             log.warning("MOVA Decode: loudness normalisation skipped: %s", result.skipped_reason)
         waveform = result.audio
     return {"waveform": waveform[None].float().cpu(), "sample_rate": sample_rate}
+
+
+def encode_clip(model: MovaModel, images: torch.Tensor | None, audio: dict[str, Any] | None,
+                fps: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """IMAGE and/or AUDIO -> the video and audio LATENTs MOVA Sampler re-generates with denoise < 1; an
+    unconnected input gives an empty LATENT that tells the sampler what to connect instead."""
+    pipe = model.pipeline
+    plan = plan_encode(images, audio, fps, size_multiples=pipe.size_multiples,
+                       temporal_factor=pipe.video_vae.config.temporal_factor, sample_rate=pipe.audio_vae.sample_rate,
+                       num_samples_for=pipe.audio_num_samples)
+    output = mm.intermediate_device()
+    if plan.images is None:
+        video = empty_latent("video_latent", plan, channels=pipe.video_vae.config.z_dim,
+                             spatial_multiple=pipe.size_multiples)
+    else:
+        model.load_video_vae(_vae_memory(model, plan.height, plan.width))
+        raw = pipe.video_vae.denormalize(pipe.encode_video(plan.images))
+        video = video_latent(raw.float().to(output), fps=fps, frames=plan.frames, height=plan.height, width=plan.width)
+    if plan.waveform is None:
+        sound = empty_latent("audio_latent", plan, channels=pipe.audio_vae.latent_dim,
+                             spatial_multiple=pipe.size_multiples)
+    else:
+        model.load_audio_vae()
+        sound = audio_latent(pipe.encode_audio(plan.waveform).float().to(output), sample_rate=pipe.audio_vae.sample_rate,
+                             num_samples=plan.num_samples, fps=fps, frames=plan.frames)
+    for latent in (video, sound):
+        if clip_info(latent).get("missing"):
+            log.warning("MOVA Encode: %s", clip_info(latent)["missing"])
+    return video, sound

@@ -7,6 +7,7 @@ min/max checks for those inputs). Every problem message names the input and says
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Iterable, Mapping
@@ -89,6 +90,9 @@ MUX = {spec.name: spec for spec in (
     NumberSpec("fps", 24.0, 1.0, 120.0, 0.01, "Frame rate of the mp4 (connect MOVA Decode's fps)."),
     _int("crf", 19, 0, 51, 1, "H.264 quality: 0 = lossless, 51 = worst (official MOVA files use 5)."),
 )}
+
+ENCODE = {"fps": dataclasses.replace(
+    MUX["fps"], tooltip="Frame rate of the clip (connect MOVA Decode's fps); give the sampler the same fps.")}
 
 REWRITER = {spec.name: spec for spec in (
     _int("timeout_s", 120, 1, 1800, 1, "Seconds to wait for each answer of the endpoint."),

@@ -28,7 +28,7 @@ from workflow_check import DYNAMIC_FOLDERS, check_workflow, to_api_prompt, widge
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 PACK_NODES = {"MOVAModelLoader", "MOVALoraLoader", "MOVATextEncode", "MOVAPromptRewriter", "MOVASampler",
-              "MOVADecode", "MOVAAVMux"}
+              "MOVADecode", "MOVAEncode", "MOVAAVMux"}
 SHIPPED = {"mova_i2va_basic", "mova_t2va", "mova_i2va_prompt_rewriter", "mova_lora_stack", "mova_i2va_low_vram",
            "mova_i2va_first_last"}
 OFFICIAL_SAMPLER = {"width": 640, "height": 352, "frames": 193, "fps": 24.0, "steps": 50, "text_cfg": 5.0,

@@ -32,7 +32,7 @@ MODEL = "tiny-mova"
 LORA = "tiny_mova_lora.safetensors"
 CLIP = dict(width=48, height=32, frames=5, fps=24.0)
 NODE_IDS = ("MOVAModelLoader", "MOVALoraLoader", "MOVATextEncode", "MOVAPromptRewriter", "MOVASampler",
-            "MOVADecode", "MOVAAVMux")
+            "MOVADecode", "MOVAEncode", "MOVAAVMux")
 
 
 def write_tiny_lora(path: Path) -> Path:
@@ -197,6 +197,34 @@ def test_denoise_needs_matching_latents(mova_server: ComfyServer):
         mova_server.run_workflow(regenerate("mova_it/denoise_bad", 0.5, connect=False), timeout=300)
     with pytest.raises(WorkflowFailed, match=r"video_latent: latents of shape .* do not fit .*frames=9"):
         mova_server.run_workflow(regenerate("mova_it/denoise_bad", 0.5, frames=9), timeout=300)
+
+
+def reencode(prefix: str, denoise: float, *, connect_audio: bool = True) -> dict:
+    """sampler (seed 7) -> decode -> MOVA Encode -> sampler (seed 8, ``denoise``) -> decode -> mux."""
+    graph = workflow(prefix)
+    graph["12"] = {"class_type": "MOVAEncode", "inputs": {
+        "mova_model": ["1", 0], "images": ["4", 0], "fps": ["4", 2], **({"audio": ["4", 1]} if connect_audio else {})}}
+    graph["11"] = {"class_type": "MOVASampler", "inputs": {
+        **graph["3"]["inputs"], "seed": 8, "denoise": denoise, "video_latent": ["12", 0], "audio_latent": ["12", 1]}}
+    graph["13"] = {"class_type": "MOVADecode", "inputs": {**graph["4"]["inputs"], "video_latent": ["11", 0],
+                                                          "audio_latent": ["11", 1]}}
+    graph["5"]["inputs"].update(images=["13", 0], audio=["13", 1], fps=["13", 2])
+    return graph
+
+
+def test_encode_of_a_decoded_clip_is_regenerated_by_the_sampler(mova_server: ComfyServer):
+    def frames(graph: dict) -> np.ndarray:
+        return decoded_frames(saved_mp4(mova_server, mova_server.run_workflow(graph, timeout=300))).astype(int)
+
+    # The tiny checkpoint's VAEs are random (encoding a decoded clip does not give it back), so the clip to
+    # land near is the encoded one: denoise 0 returns MOVA Encode's latents unchanged.
+    encoded, fresh = frames(reencode("mova_it/encode0", 0.0)), frames(reencode("mova_it/encode1", 1.0))
+    partial = frames(reencode("mova_it/encode03", 0.3))
+    assert np.abs(partial - encoded).mean() < np.abs(fresh - encoded).mean()
+    assert not np.array_equal(partial, encoded)
+    with pytest.raises(WorkflowFailed, match=r"audio_latent: MOVA Encode got only images, .* connect audio to MOVA "
+                                             r"Encode"):
+        mova_server.run_workflow(reencode("mova_it/encode_no_audio", 0.3, connect_audio=False), timeout=300)
 
 
 def test_lora_changes_the_clip_and_removing_it_restores_it_without_reloading(mova_server: ComfyServer):
