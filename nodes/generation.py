@@ -18,7 +18,7 @@ from ..mova_core.sampler import HIGH_NOISE_EXPERT, Guidance, StepInfo, sample
 from ..mova_core.video_vae import frames_from_pixels
 from .comfy_model import MovaModel, activation_memory
 from .conditioning import embeddings_from_conditioning
-from .latents import (audio_latent, clip_info, empty_latent, init_latents, latent_samples, plan_encode, seeded_noise,
+from .latents import (MISSING_KEY, audio_latent, clip_info, empty_latent, init_latents, latent_samples, plan_encode, seeded_noise,
                       video_latent)
 from .widgets import SAMPLER, clip_problem, range_problems
 
@@ -204,6 +204,6 @@ def encode_clip(model: MovaModel, images: torch.Tensor | None, audio: dict[str, 
         sound = audio_latent(pipe.encode_audio(plan.waveform).float().to(output), sample_rate=pipe.audio_vae.sample_rate,
                              num_samples=plan.num_samples, fps=fps, frames=plan.frames)
     for latent in (video, sound):
-        if clip_info(latent).get("missing"):
-            log.warning("MOVA Encode: %s", clip_info(latent)["missing"])
+        if MISSING_KEY in clip_info(latent):
+            log.warning("MOVA Encode: %s", clip_info(latent)[MISSING_KEY])
     return video, sound
