@@ -18,8 +18,8 @@ from ..mova_core.sampler import HIGH_NOISE_EXPERT, Guidance, StepInfo, sample
 from ..mova_core.video_vae import frames_from_pixels
 from .comfy_model import MovaModel, activation_memory
 from .conditioning import embeddings_from_conditioning
-from .latents import (MISSING_KEY, audio_latent, clip_info, empty_latent, init_latents, latent_samples, plan_encode, seeded_noise,
-                      video_latent)
+from .latents import (MISSING_KEY, audio_latent, clip_info, empty_latent, init_latents, latent_samples, plan_encode,
+                      seeded_noise, video_latent)
 from .widgets import SAMPLER, clip_problem, range_problems
 
 log = logging.getLogger(__name__)
