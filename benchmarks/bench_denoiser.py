@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mova_core import tiny  # noqa: E402
 from mova_core.bridge import load_bridge  # noqa: E402
-from mova_core.config import ModelIndex  # noqa: E402
+from mova_core.config import DiTConfig, ModelIndex  # noqa: E402
 from mova_core.dit import load_dit  # noqa: E402
 from mova_core.pipeline import velocity_model  # noqa: E402
 from mova_core.sampler import HIGH_NOISE_EXPERT, LOW_NOISE_EXPERT, Guidance  # noqa: E402
@@ -42,17 +42,14 @@ def peak_rss_bytes() -> int:
 
 def scaled_checkpoint(folder: Path, scale: int) -> Path:
     """A random checkpoint whose widths are ``scale`` times the tiny demo model's."""
-    video = dataclasses.replace(tiny.VIDEO_DIT, dim=96 * scale, ffn_dim=192 * scale, num_heads=4 * scale,
-                                num_layers=4, text_dim=tiny.TEXT_DIM)
-    audio = dataclasses.replace(tiny.AUDIO_DIT, dim=48 * scale, ffn_dim=96 * scale, num_heads=2 * scale, num_layers=4)
+    def wider(config: DiTConfig) -> DiTConfig:
+        return dataclasses.replace(config, dim=config.dim * scale, ffn_dim=config.ffn_dim * scale,
+                                   num_heads=config.num_heads * scale, num_layers=4)
+
+    video, audio = wider(tiny.VIDEO_DIT), wider(tiny.AUDIO_DIT)
     bridge = dataclasses.replace(tiny.BRIDGE, visual_layers=4, audio_layers=4, visual_hidden_dim=video.dim,
                                  audio_hidden_dim=audio.dim)
-    saved = (tiny.VIDEO_DIT, tiny.AUDIO_DIT, tiny.BRIDGE)
-    tiny.VIDEO_DIT, tiny.AUDIO_DIT, tiny.BRIDGE = video, audio, bridge
-    try:
-        return tiny.write_tiny_checkpoint(folder)
-    finally:
-        tiny.VIDEO_DIT, tiny.AUDIO_DIT, tiny.BRIDGE = saved
+    return tiny.write_tiny_checkpoint(folder, video_dit=video, audio_dit=audio, bridge=bridge)
 
 
 def file_bytes(root: Path, names: tuple[str, ...]) -> int:

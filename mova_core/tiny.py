@@ -125,21 +125,24 @@ def _model_index(boundary_ratio: float) -> dict[str, Any]:
     }
 
 
-def write_tiny_checkpoint(folder: str | Path, *, seed: int = 0, boundary_ratio: float = 0.9) -> Path:
-    """Write a complete tiny MOVA folder at ``folder`` (which must not exist yet)."""
+def write_tiny_checkpoint(folder: str | Path, *, seed: int = 0, boundary_ratio: float = 0.9,
+                          video_dit: DiTConfig = VIDEO_DIT, audio_dit: DiTConfig = AUDIO_DIT,
+                          bridge: BridgeConfig = BRIDGE) -> Path:
+    """Write a complete tiny MOVA folder at ``folder`` (which must not exist yet); the denoiser
+    shapes can be replaced (for example by a benchmark that wants wider networks)."""
     root = Path(folder)
     if root.exists():
         raise FileExistsError(f"{root} already exists; choose a new folder for the tiny checkpoint.")
     with torch.device("meta"):  # shapes only: the weights are drawn by random_state_dict
         modules = {
-            "video_dit": DiTTower(VIDEO_DIT), "video_dit_2": DiTTower(VIDEO_DIT), "audio_dit": DiTTower(AUDIO_DIT),
-            "dual_tower_bridge": DualTowerBridge(BRIDGE), "video_vae": VideoVAE(VIDEO_VAE),
+            "video_dit": DiTTower(video_dit), "video_dit_2": DiTTower(video_dit), "audio_dit": DiTTower(audio_dit),
+            "dual_tower_bridge": DualTowerBridge(bridge), "video_vae": VideoVAE(VIDEO_VAE),
             "audio_vae": DAC(AUDIO_VAE), "text_encoder": UMT5Encoder(TEXT),
         }
     configs = {
-        "video_dit": _config(VIDEO_DIT, "WanModel"), "video_dit_2": _config(VIDEO_DIT, "WanModel"),
-        "audio_dit": _config(AUDIO_DIT, "WanAudioModel"),
-        "dual_tower_bridge": _config(BRIDGE, "DualTowerConditionalBridge"),
+        "video_dit": _config(video_dit, "WanModel"), "video_dit_2": _config(video_dit, "WanModel"),
+        "audio_dit": _config(audio_dit, "WanAudioModel"),
+        "dual_tower_bridge": _config(bridge, "DualTowerConditionalBridge"),
         "video_vae": _config(VIDEO_VAE, "AutoencoderKLWan", is_residual=False),
         "audio_vae": _config(AUDIO_VAE, "DAC"),
         "text_encoder": {"architectures": ["UMT5EncoderModel"], "model_type": "umt5",
