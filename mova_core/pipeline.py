@@ -307,14 +307,20 @@ class MovaPipeline:
         """Given noise (shape-checked) or a CPU-generator draw: video first, then audio (official order)."""
         if video_noise is None or audio_noise is None:
             seed = random.randrange(2**63) if seed is None else seed
-            generator = torch.Generator("cpu").manual_seed(seed)
-            drawn_video = torch.randn(video_shape, generator=generator, dtype=torch.float32)
-            drawn_audio = torch.randn(audio_shape, generator=generator, dtype=torch.float32)
+            drawn_video, drawn_audio = seeded_noise(seed, video_shape, audio_shape)
             video_noise = drawn_video if video_noise is None else video_noise
             audio_noise = drawn_audio if audio_noise is None else audio_noise
         for name, noise, shape in (("video_noise", video_noise, video_shape), ("audio_noise", audio_noise, audio_shape)):
             _check_shape(name, noise, shape)
         return seed, video_noise.float().to(self.device), audio_noise.float().to(self.device)
+
+
+def seeded_noise(seed: int, video_shape: tuple[int, ...], audio_shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 noise in the official draw order (video, then audio) from a CPU generator, so a seed
+    gives the same clip on any device."""
+    generator = torch.Generator("cpu").manual_seed(seed)
+    video = torch.randn(video_shape, generator=generator, dtype=torch.float32)
+    return video, torch.randn(audio_shape, generator=generator, dtype=torch.float32)
 
 
 def _check_shape(name: str, tensor: torch.Tensor, shape: tuple[int, ...]) -> None:

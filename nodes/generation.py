@@ -13,13 +13,13 @@ import latent_preview
 
 from ..mova_core.conditioning import image_condition, prepare_reference_image
 from ..mova_core.media import normalize_loudness
-from ..mova_core.pipeline import OFFICIAL_NEGATIVE_PROMPT, velocity_model
+from ..mova_core.pipeline import OFFICIAL_NEGATIVE_PROMPT, seeded_noise, velocity_model
 from ..mova_core.sampler import HIGH_NOISE_EXPERT, Guidance, StepInfo, sample
 from ..mova_core.video_vae import frames_from_pixels
 from .comfy_model import MovaModel, activation_memory
 from .conditioning import embeddings_from_conditioning
 from .latents import (MISSING_KEY, audio_latent, clip_info, empty_latent, init_latents, latent_samples, plan_encode,
-                      seeded_noise, video_latent)
+                      video_latent)
 from .widgets import SAMPLER, clip_problem, range_problems
 
 log = logging.getLogger(__name__)

@@ -51,13 +51,6 @@ def clip_info(latent: dict[str, Any]) -> dict[str, Any]:
     return dict(latent.get(MOVA_KEY, {}))
 
 
-def seeded_noise(seed: int, video_shape: tuple[int, ...], audio_shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The official draw order on a CPU generator (video, then audio): a seed gives the same clip on any device."""
-    generator = torch.Generator("cpu").manual_seed(seed)
-    video = torch.randn(video_shape, generator=generator, dtype=torch.float32)
-    return video, torch.randn(audio_shape, generator=generator, dtype=torch.float32)
-
-
 def _made_for(latent: dict[str, Any], names: tuple[str, ...]) -> str:
     """`` (it was made for width=640, ...)`` from the clip settings a MOVA LATENT carries, or ``""``."""
     info = clip_info(latent)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import REPO_ROOT
-from mova_core.pipeline import MovaPipeline, check_generation_arguments, size_multiples
+from mova_core.pipeline import MovaPipeline, check_generation_arguments, seeded_noise, size_multiples
 from mova_core.tiny import cached_tiny_checkpoint, write_tiny_checkpoint
 
 SMALL = dict(height=32, width=48, num_frames=5, fps=24.0, steps=2)
@@ -59,6 +59,15 @@ def test_output_layout_and_audio_trim(pipe):
     expected_samples = int(pipe.audio_vae.sample_rate * SMALL["num_frames"] / SMALL["fps"])
     assert result.audio.shape == (1, expected_samples)
     assert result.sample_rate == pipe.audio_vae.sample_rate and result.seed == 3
+
+
+def test_a_seed_draws_the_noise_of_seeded_noise(pipe):
+    shapes = pipe.latent_shapes(SMALL["height"], SMALL["width"], SMALL["num_frames"], SMALL["fps"])
+    video, audio = seeded_noise(123, *shapes)
+    seeded = pipe.generate("a dog", seed=123, **SMALL)
+    given = pipe.generate("a dog", video_noise=video, audio_noise=audio, **SMALL)
+    assert torch.equal(seeded.video, given.video) and torch.equal(seeded.audio, given.audio)
+    assert not torch.equal(seeded_noise(124, *shapes)[0], video)
 
 
 def test_same_seed_same_clip_and_other_seed_differs(pipe):
