@@ -4,7 +4,9 @@ The official MOVA workflow first has a vision model describe the first frame, th
 model rewrite the user's idea into one audio-video description that opens on that frame and ends
 with an audio paragraph. This module does the same over plain HTTP (``POST {base_url}/chat/completions``),
 with a timeout, retries for transient failures, an in-memory cache, and errors that say what to fix.
-The API key is read from an environment variable at call time and never stored or logged.
+The API key is read from an environment variable at call time; it is never stored, logged or shown (any
+text from the server is redacted before it reaches an error). Waits on the network are sliced so an
+injected ``check_cancelled`` (ComfyUI's interrupt) stops them within a fraction of a second.
 """
 
 from __future__ import annotations
@@ -14,14 +16,16 @@ import hashlib
 import io
 import json
 import os
+import queue
 import re
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from PIL import Image
 
@@ -33,8 +37,10 @@ DEFAULT_MODEL = "gpt-4o-mini"
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 MAX_IMAGE_SIDE = 1024  # vision endpoints downscale anyway; keeps requests small
 _RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _THINKING = re.compile(r"<think>.*?</think>", re.DOTALL)
+POLL_S = 0.2  # how often a network wait or a back-off looks at check_cancelled
+REDACTED = "[redacted API key]"
+T = TypeVar("T")
 
 FRAME_INSTRUCTIONS = (
     "This image is the first frame of a video. Describe it in concise English prose, in this order: the visual "
@@ -71,10 +77,32 @@ class Endpoint:
 
     @property
     def url(self) -> str:
-        return self.base_url.strip().rstrip("/") + "/chat/completions"
+        return api_root(self.base_url) + "/chat/completions"
 
     def api_key(self) -> str | None:
         return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+
+def api_root(base_url: str) -> str:
+    """``base_url`` without surrounding blanks and trailing slashes (one spelling per endpoint)."""
+    return base_url.strip().rstrip("/")
+
+
+def key_env_problem(api_key_env: str, *, mode: str = "rewrite") -> str | None:
+    """Why ``api_key_env`` cannot be the NAME of the key's variable, or None.
+
+    Only an empty value or the name of a variable set in this process is accepted, so a pasted key is never
+    taken for a name (and then saved with the workflow). The default name may be unset in passthrough mode,
+    which reads no key. The value is never repeated: it may be a key.
+    """
+    if not api_key_env or api_key_env in os.environ:
+        return None
+    if mode == "passthrough" and api_key_env == DEFAULT_KEY_ENV:
+        return None
+    return ("api_key_env must be the NAME of an environment variable set in the ComfyUI process (e.g. "
+            "OPENAI_API_KEY), never the key itself: workflows and outputs would store it. The value given names no "
+            "set variable (it is not repeated here, in case it is a key). Set the variable before starting ComfyUI "
+            "and enter its name, or leave api_key_env empty for endpoints without a key.")
 
 
 def endpoint_problem(base_url: str, api_key_env: str) -> str | None:
@@ -82,11 +110,7 @@ def endpoint_problem(base_url: str, api_key_env: str) -> str | None:
     if not re.match(r"^https?://[^/\s]+", base_url.strip()):
         return (f"base_url={base_url!r} must be an http(s) URL of an OpenAI-compatible API, "
                 f"e.g. {DEFAULT_BASE_URL} or http://127.0.0.1:11434/v1 (Ollama).")
-    if api_key_env and not _ENV_NAME.match(api_key_env):
-        return ("api_key_env must be the NAME of an environment variable that holds the key (e.g. OPENAI_API_KEY), "
-                "not the key itself: workflows and outputs would store it. Set the variable before starting "
-                "ComfyUI, or leave api_key_env empty for endpoints without a key.")
-    return None
+    return key_env_problem(api_key_env)
 
 
 def _error_detail(body: bytes) -> str:
@@ -100,26 +124,75 @@ def _error_detail(body: bytes) -> str:
         return body[:300].decode("utf-8", "replace")
 
 
-class ChatClient:
-    """Minimal ``/chat/completions`` client: JSON over urllib, retries with exponential back-off."""
+def _never_cancelled() -> None:
+    """The default ``check_cancelled``: nothing stops the wait early."""
 
-    def __init__(self, endpoint: Endpoint, *, backoff_s: float = 0.5, sleep: Callable[[float], None] = time.sleep):
+
+class ChatClient:
+    """Minimal ``/chat/completions`` client: JSON over urllib, retries with exponential back-off.
+
+    ``check_cancelled()`` is called every :data:`POLL_S` seconds while a request or a back-off waits and
+    stops it by raising (ComfyUI passes its interrupt check); the abandoned request ends on its own timeout.
+    """
+
+    def __init__(self, endpoint: Endpoint, *, backoff_s: float = 0.5,
+                 check_cancelled: Callable[[], None] = _never_cancelled):
         self.endpoint = endpoint
         self.backoff_s = backoff_s
-        self.sleep = sleep
+        self.check_cancelled = check_cancelled
 
     def complete(self, model: str, messages: list[dict[str, Any]]) -> str:
-        """The text of the first choice; RewriterError when the endpoint cannot give one."""
+        """The text of the first choice; RewriterError (never showing the API key) when the endpoint cannot give one."""
+        try:
+            return self._complete(model, messages)
+        except RewriterError as error:
+            raise RewriterError(self.redact(str(error))) from None
+
+    def redact(self, text: str) -> str:
+        """``text`` with the API key's value replaced (servers may echo it, e.g. in a 401 body)."""
+        key = self.endpoint.api_key()
+        return text.replace(key, REDACTED) if key else text
+
+    def _complete(self, model: str, messages: list[dict[str, Any]]) -> str:
         body = json.dumps({"model": model, "messages": messages}).encode("utf-8")
         attempts = self.endpoint.retries + 1
         for attempt in range(attempts):
             try:
-                return self._answer(self._post(body), model)
+                return self._answer(self._wait(lambda: self._post(body)), model)
             except _Transient as error:
                 if attempt + 1 == attempts:
                     raise RewriterError(f"{error} (after {attempts} attempt{'s' * (attempts > 1)}). {error.fix}") from None
-                self.sleep(min(self.backoff_s * 2**attempt, 8.0))
+                self._pause(min(self.backoff_s * 2**attempt, 8.0))
         raise AssertionError("unreachable")
+
+    def _wait(self, work: Callable[[], T]) -> T:
+        """``work()`` run in a daemon thread, its result or exception handed back; cancellable while it runs."""
+        outcome: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=1)
+
+        def run() -> None:
+            try:
+                outcome.put((True, work()))
+            except BaseException as error:  # handed to the waiting thread
+                outcome.put((False, error))
+
+        threading.Thread(target=run, name="mova-rewriter-request", daemon=True).start()
+        while True:
+            self.check_cancelled()
+            try:
+                succeeded, value = outcome.get(timeout=POLL_S)
+            except queue.Empty:
+                continue
+            if succeeded:
+                return value
+            raise value
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds`` in slices of at most :data:`POLL_S`, checking for cancellation."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            self.check_cancelled()
+            time.sleep(min(left, POLL_S))
+        self.check_cancelled()
 
     def _post(self, body: bytes) -> bytes:
         endpoint = self.endpoint
@@ -239,6 +312,21 @@ class AnswerCache:
         self._answers.clear()
 
 
+def rewrite_fingerprint(mode: str | None, use_cache: bool | None, prompt: str | None, base_url: str | None,
+                        vision_model: str | None, llm_model: str | None) -> str | float:
+    """What ComfyUI compares to tell whether the rewriter must run again (its ``fingerprint_inputs``).
+
+    The same digest as long as the answer would be the same: in passthrough mode that of the prompt; with
+    the cache that of what keys the cached answers (endpoint, models, prompt; a linked input arrives as
+    None and is covered by ComfyUI's signature of the node feeding it). Without the cache NaN, which never
+    equals the previous value: every run asks the endpoint again.
+    """
+    if mode != "passthrough" and not use_cache:
+        return float("nan")
+    shaping = [prompt] if mode == "passthrough" else [prompt, api_root(base_url or ""), vision_model, llm_model]
+    return AnswerCache.key(str(mode), *(json.dumps(value) for value in shaping))
+
+
 @dataclass(frozen=True)
 class RewriteResult:
     prompt: str
@@ -262,7 +350,7 @@ def rewrite(prompt: str, image: Any | None, *, mode: str, endpoint: Endpoint, vi
         raise RewriterError(problem)
     client = client or ChatClient(endpoint)
     cache = cache or AnswerCache()
-    base = endpoint.base_url.strip().rstrip("/")
+    base = api_root(endpoint.base_url)
     description, cached_description = "", True
     if image is not None:
         png = png_bytes(image)

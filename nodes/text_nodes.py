@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import comfy.model_management as mm
 from comfy_api.latest import io, ui
 
 from .comfy_io import CATEGORY, MovaModelType, number_input
 from .comfy_model import MovaModel
 from .conditioning import conditioning_from_embeddings
-from .prompt_rewriter import (DEFAULT_BASE_URL, DEFAULT_KEY_ENV, DEFAULT_MODEL, MODES, AnswerCache, Endpoint,
-                              endpoint_problem, rewrite)
+from .prompt_rewriter import (DEFAULT_BASE_URL, DEFAULT_KEY_ENV, DEFAULT_MODEL, MODES, AnswerCache, ChatClient,
+                              Endpoint, endpoint_problem, key_env_problem, rewrite, rewrite_fingerprint)
 from .widgets import REWRITER, choice_problem
 
 _ANSWERS = AnswerCache()
@@ -65,17 +68,20 @@ class MOVAPromptRewriter(io.ComfyNode):
         problem = choice_problem("mode", mode, MODES)
         if problem is None and mode == "rewrite":
             problem = endpoint_problem(base_url, api_key_env)
-        return problem or True
+        return problem or key_env_problem(api_key_env, mode=mode) or True
 
     @classmethod
-    def fingerprint_inputs(cls, mode: str, use_cache: bool) -> float | str:
-        """Without the cache every run asks the endpoint again (NaN never equals the previous value)."""
-        return float("nan") if mode == "rewrite" and not use_cache else ""
+    def fingerprint_inputs(cls, mode: str | None = None, use_cache: bool | None = None, prompt: str | None = None,
+                           base_url: str | None = None, vision_model: str | None = None, llm_model: str | None = None,
+                           **_other_inputs: Any) -> float | str:
+        """ComfyUI passes every input (linked ones as None); see :func:`rewrite_fingerprint`."""
+        return rewrite_fingerprint(mode, use_cache, prompt, base_url, vision_model, llm_model)
 
     @classmethod
     def execute(cls, prompt: str, mode: str, base_url: str, vision_model: str, llm_model: str, api_key_env: str,
                 timeout_s: int, retries: int, use_cache: bool, image=None) -> io.NodeOutput:
-        result = rewrite(prompt, image, mode=mode, endpoint=Endpoint(base_url, api_key_env, timeout_s, retries),
-                         vision_model=vision_model, llm_model=llm_model,
-                         cache=_ANSWERS if use_cache else AnswerCache())
+        endpoint = Endpoint(base_url, api_key_env, timeout_s, retries)
+        result = rewrite(prompt, image, mode=mode, endpoint=endpoint, vision_model=vision_model, llm_model=llm_model,
+                         cache=_ANSWERS if use_cache else AnswerCache(),
+                         client=ChatClient(endpoint, check_cancelled=mm.throw_exception_if_processing_interrupted))
         return io.NodeOutput(result.prompt, result.frame_description, ui=ui.PreviewText(result.prompt))
