@@ -19,9 +19,21 @@ class ConfigError(ValueError):
     """A config value that this implementation cannot honour."""
 
 
+DAMAGED_FILE_FIX = "the file is damaged or incomplete: download it again (or the whole MOVA folder)"
+
+
 def read_json(path: str | Path) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    """The JSON object in ``path``; :class:`ConfigError` naming the file and the fix when it is missing or broken."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            document = json.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path} is missing; download the complete MOVA folder again.") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"{path} is not valid JSON ({error}); {DAMAGED_FILE_FIX}.") from None
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path} holds a JSON {type(document).__name__}, not an object; {DAMAGED_FILE_FIX}.")
+    return document
 
 
 class ConfigBase:

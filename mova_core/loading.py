@@ -10,16 +10,15 @@ straight into the module, so peak RAM stays near one copy of the weights.
 from __future__ import annotations
 
 import dataclasses
-import json
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, TypeVar, Union
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from .config import ConfigBase, ConfigError
+from .config import DAMAGED_FILE_FIX, ConfigBase, ConfigError, read_json
 from .ops import operations_for
 
 M = TypeVar("M", bound=nn.Module)
@@ -67,7 +66,10 @@ def weight_files(path: str | Path) -> list[Path]:
     if len(indexes) > 1:
         raise CheckpointError(f"{path}: several shard indexes {[i.name for i in indexes]}; keep one.")
     if indexes:
-        weight_map = json.loads(indexes[0].read_text(encoding="utf-8"))["weight_map"]
+        weight_map = read_json(indexes[0]).get("weight_map")
+        if not isinstance(weight_map, dict) or not all(isinstance(shard, str) for shard in weight_map.values()):
+            raise CheckpointError(f"{indexes[0]} has no \"weight_map\" of tensor names to shard files; "
+                                  f"{DAMAGED_FILE_FIX}.")
         shards = list(dict.fromkeys(weight_map.values()))
         absent = [s for s in shards if not (path / s).is_file()]
         if absent:
@@ -78,6 +80,15 @@ def weight_files(path: str | Path) -> list[Path]:
         found = [f.name for f in files] or "none"
         raise CheckpointError(f"{path}: expected one .safetensors file or a *.safetensors.index.json, found {found}.")
     return files
+
+
+def open_safetensors(file: Path) -> Any:
+    """``safe_open(file)``; :class:`CheckpointError` naming the file and the fix when it is truncated or not safetensors."""
+    try:
+        return safe_open(str(file), framework="pt", device="cpu")
+    except SafetensorError as error:
+        raise CheckpointError(f"{file} cannot be read as safetensors ({error}): it is truncated or damaged. Download "
+                              "it again, or pack the MOVA folder again if it is a packed file.") from None
 
 
 class LazyStateDict(Mapping[str, torch.Tensor]):
@@ -96,7 +107,7 @@ class LazyStateDict(Mapping[str, torch.Tensor]):
 
     def __enter__(self) -> "LazyStateDict":
         for file in self.files:
-            handle = self._stack.enter_context(safe_open(str(file), framework="pt", device="cpu"))
+            handle = self._stack.enter_context(open_safetensors(file))
             for key in handle.keys():
                 if key.startswith(self.prefix):
                     self._where[key[len(self.prefix):]] = handle
@@ -227,8 +238,11 @@ def component_config(path: ComponentPath, config: C | None, config_class: type[C
         return config
     if isinstance(path, PackedComponent):
         return config_class.from_dict(path.config, source=f"{path} config")
+    if not Path(path).exists():
+        raise CheckpointError(f"{path} is missing: no such component folder or weights file. Download the complete "
+                              "MOVA folder (it holds one folder per component).")
     config_file = component_file(path, "config.json")
-    if not config_file.is_file():
+    if not Path(path).is_dir() and not config_file.is_file():  # a folder without one: read_json names it
         raise ConfigError(
             f"no {config_file} for {path}: pass config=... ({config_class.__name__}) explicitly, "
             "or give the component folder that holds config.json."

@@ -29,6 +29,7 @@ DTYPE_NAMES = {
     torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL",
 }
 TORCH_DTYPES = {name: dtype for dtype, name in DTYPE_NAMES.items()}
+DAMAGED = "the file is empty, truncated or of another kind; download it again, or pack the MOVA folder again"
 
 
 def read_header(path: str | Path) -> dict[str, Any]:
@@ -44,14 +45,14 @@ def _header_and_data_start(path: Path) -> tuple[dict[str, Any], int]:
     with open(path, "rb") as file:
         length = int.from_bytes(file.read(8), "little") if size >= 8 else -1
         if not 0 < length <= min(MAX_HEADER_BYTES, size - 8):
-            raise CheckpointError(f"{path} is not a safetensors file (no valid header).")
+            raise CheckpointError(f"{path} is not a safetensors file (no valid header): {DAMAGED}.")
         raw = file.read(length)
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{path} is not a safetensors file (header is not JSON: {error}).") from None
+        raise CheckpointError(f"{path} is not a safetensors file (header is not JSON: {error}): {DAMAGED}.") from None
     if not isinstance(header, dict):
-        raise CheckpointError(f"{path} is not a safetensors file (header is not a JSON object).")
+        raise CheckpointError(f"{path} is not a safetensors file (header is not a JSON object): {DAMAGED}.")
     return header, 8 + length
 
 
@@ -72,7 +73,7 @@ class StoredTensor:
         with open(self.file, "rb") as file:
             file.seek(self.begin)
             if file.readinto(data) != len(data):
-                raise CheckpointError(f"{self.file}: {self.key} is cut short; the file is incomplete.")
+                raise CheckpointError(f"{self.file}: {self.key} is cut short: {DAMAGED}.")
         if not data:
             return torch.empty(self.shape, dtype=self.dtype)
         return torch.frombuffer(data, dtype=self.dtype).reshape(self.shape)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from .types import LoraError
@@ -56,11 +57,20 @@ def read_lora_tensors(path: str | Path) -> LoraTensors:
     if path.name == OFFICIAL_WEIGHTS:
         return _read_official_folder(path.parent)
     if path.suffix == ".safetensors":
-        return LoraTensors(load_file(str(path)))
+        return LoraTensors(_load_safetensors(path))
     if path.suffix in TORCH_SUFFIXES:
         return _from_torch_object(_torch_load(path), path)
     raise LoraError(f"{path}: unsupported LoRA file type {path.suffix!r}; "
                     f"use .safetensors, {', '.join(TORCH_SUFFIXES)} or an official LoRA folder.")
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a LoRA ``.safetensors`` file; LoraError naming it when it is truncated or damaged."""
+    try:
+        return load_file(str(path))
+    except SafetensorError as error:
+        raise LoraError(f"{path}: not a readable safetensors file ({error}); it is truncated or damaged: "
+                        "download it again.") from None
 
 
 def _torch_load(path: Path) -> Any:
@@ -71,8 +81,9 @@ def _torch_load(path: Path) -> Any:
         raise LoraError(f"{path}: refused to load: it holds objects other than tensors and plain "
                         f"containers, and .pt files are only read with weights_only=True. Convert it "
                         f"to .safetensors from a trusted environment. ({error})") from error
-    except RuntimeError as error:
-        raise LoraError(f"{path}: not a readable torch file ({error}).") from error
+    except (RuntimeError, EOFError) as error:
+        raise LoraError(f"{path}: not a readable torch file ({error or 'it ends too early'}); it is truncated or "
+                        "damaged: download it again.") from error
 
 
 def _from_torch_object(data: Any, path: Path) -> LoraTensors:

@@ -1,17 +1,66 @@
-"""Output files that never clobber: free-name picking and write-then-publish."""
+"""Output files that never clobber: free-name picking and write-then-publish, with nothing left behind when a
+write fails or the process is stopped (Ctrl-C, SIGTERM, SIGHUP)."""
 
 from __future__ import annotations
 
 import errno
 import os
 import secrets
+import signal
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Union
+from typing import Callable, Iterator, Union
 
 PathLike = Union[str, os.PathLike]
 
 # Errors meaning "this filesystem cannot hard-link", as opposed to real failures.
 _NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS}
+# Stops that end a process without unwinding Python (unlike SIGINT's KeyboardInterrupt): `docker stop`, `timeout`,
+# a closed terminal.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+class _Stopped(BaseException):
+    """A stop signal arrived while a file was written (BaseException, like KeyboardInterrupt: nothing catches it)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, _frame: object) -> None:
+    raise _Stopped(signum)
+
+
+@contextmanager
+def stops_unwind() -> Iterator[None]:
+    """Inside the block SIGTERM and SIGHUP unwind the stack like Ctrl-C, so ``finally`` clauses remove temporary
+    files; afterwards the previous handlers are back and a stop that arrived is delivered to them again (by
+    default the process then ends with the signal's usual status, 143 for SIGTERM). Signals that are ignored
+    (``nohup``) stay ignored. Python sets handlers only in the main thread: elsewhere the block runs unchanged.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    caught = [signum for signum, handler in previous.items() if handler is not signal.SIG_IGN]
+    for signum in caught:
+        signal.signal(signum, _raise_stopped)
+    try:
+        yield
+    except _Stopped as stopped:
+        _restore(previous)
+        signal.raise_signal(stopped.signum)  # the previous handler's turn; by default the process ends here
+        raise InterruptedError(f"stopped by {signal.Signals(stopped.signum).name}; the unfinished file was "
+                               "removed") from None
+    finally:
+        _restore(previous)
+
+
+def _restore(handlers: dict[int, object]) -> None:
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
 
 
 def unique_path(path: PathLike) -> Path:
@@ -30,22 +79,24 @@ def unique_path(path: PathLike) -> Path:
 def write_atomically(path: PathLike, write: Callable[[Path], None], *, overwrite: bool = False) -> Path:
     """Run `write(temp_path)` on a hidden temp file beside `path`, then publish it; return the final path.
 
-    The temp file is removed whatever happens, so a failed write leaves nothing behind and never
-    touches an existing file. With `overwrite=False` the result goes to `unique_path(path)` (hard-linked
+    The temp file is removed whatever happens (SIGTERM and SIGHUP included, see :func:`stops_unwind`), so a
+    failed or stopped write leaves nothing behind and never touches an existing file. With
+    `overwrite=False` the result goes to `unique_path(path)` (hard-linked
     into place, so even a file created meanwhile by someone else is never replaced); with
     `overwrite=True` it atomically replaces `path`. Missing parent folders are created.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    temp = _create_temp_beside(target)
-    try:
-        write(temp)
-        if overwrite:
-            os.replace(temp, target)
-            return target
-        return _publish_without_overwriting(temp, target)
-    finally:
-        temp.unlink(missing_ok=True)
+    with stops_unwind():
+        temp = _create_temp_beside(target)
+        try:
+            write(temp)
+            if overwrite:
+                os.replace(temp, target)
+                return target
+            return _publish_without_overwriting(temp, target)
+        finally:
+            temp.unlink(missing_ok=True)
 
 
 def _create_temp_beside(target: Path) -> Path:
