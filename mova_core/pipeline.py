@@ -1,8 +1,11 @@
-"""End-to-end MOVA generation without ComfyUI: prompt (+ first frame) -> video frames and audio.
+"""MOVA generation in stages that every front end calls: prompt (+ first frame) -> video frames and audio.
 
 :class:`MovaPipeline` loads an official MOVA folder and reproduces the official ``MOVA.__call__``:
 umT5 prompt embeddings, the I2V condition, noise (video first, then audio), the two-expert flow
-matching loop with text CFG (and optional bridge CFG), then the Wan 2.1 and DAC decoders.
+matching loop with text CFG (and optional bridge CFG), then the Wan 2.1 and DAC decoders. The stages
+:meth:`~MovaPipeline.prepare` (every check, before any model runs), :meth:`~MovaPipeline.sample` and
+the decoders are what :meth:`~MovaPipeline.generate`, the command line and the ComfyUI nodes call;
+where the networks sit while a stage runs is a :class:`~mova_core.residency.Residency`.
 Beyond the released ``__call__``: a last frame (the official ``prepare_latents`` ``last_image``
 path) and re-generation from given latents with a denoising strength (the official scheduler's
 ``denoising_strength``).
@@ -11,7 +14,6 @@ path) and re-generation from given latents with a denoising strength (the offici
 from __future__ import annotations
 
 import dataclasses
-import math
 import random
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -20,15 +22,17 @@ import torch
 
 from .audio_vae import DAC, load_audio_vae
 from .bridge import DualTowerBridge, load_bridge
-from .conditioning import ImageInput, image_condition, prepare_reference_image
 from .checkpoint import open_checkpoint
+from .conditioning import ImageInput, image_condition, prepare_reference_image
 from .config import ModelIndex
 from .dit import DiTTower, load_dit
-from .offload import ModelPlacement
 from .joint import joint_forward
 from .media import LoudnessTarget, write_mp4
+from .offload import ModelPlacement
+from .residency import PlacedResidency, Residency
 from .sampler import HIGH_NOISE_EXPERT, LOW_NOISE_EXPERT, Guidance, StepInfo, VelocityModel, sample
 from .scheduler import FlowMatchPairScheduler
+from .settings import ClipGeometry, ClipSettings, check_settings, size_multiples
 from .text_encoder import TextEncoder
 from .video_vae import VideoVAE, frames_from_pixels, load_video_vae
 
@@ -38,6 +42,9 @@ OFFICIAL_NEGATIVE_PROMPT = (
     "JPEG压缩残留，丑陋的，残缺的，多余的手指"
 )
 
+
+DEFAULT_NEGATIVE_PROMPT = OFFICIAL_NEGATIVE_PROMPT
+"""The negative prompt every front end uses when none is given (the official script's)."""
 
 @dataclasses.dataclass(frozen=True)
 class GenerationOptions:
@@ -49,7 +56,7 @@ class GenerationOptions:
     decode_tile_size: int | None = None  # latent tile size for a memory-bounded video decode
     check_cancelled: Callable[[], None] | None = None  # called before every model pass; raise to stop
     last_image: ImageInput | None = None  # first + last frame: the clip ends on this picture (needs image)
-    video_init: torch.Tensor | None = None  # re-generation: normalised video latents [1, z, T, h, w] ...
+    video_init: torch.Tensor | None = None  # re-generation: raw Wan 2.1 video latents [1, z, T, h, w] ...
     audio_init: torch.Tensor | None = None  # ... and audio latents [1, Ca, La] to start from
     denoising_strength: float = 1.0  # < 1: start part-way from video_init/audio_init; 1 = from noise
 
@@ -58,8 +65,9 @@ class GenerationOptions:
 class Generation:
     """A generated clip: ``video`` float32 [F, H, W, 3] in 0..1, ``audio`` float32 [channels, samples].
 
-    ``video_latents`` (normalised) and ``audio_latents`` are what was decoded: pass them as
-    ``video_init``/``audio_init`` to re-generate the clip with a ``denoising_strength`` below 1.
+    ``video_latents`` (raw Wan 2.1 latents, as ComfyUI LATENTs hold them) and ``audio_latents`` are what
+    was decoded: pass them as ``video_init``/``audio_init`` to re-generate the clip with a
+    ``denoising_strength`` below 1.
     """
 
     video: torch.Tensor
@@ -76,37 +84,33 @@ class Generation:
                          loudness=loudness, overwrite=overwrite)
 
 
-def _nearest_multiple(value: int, multiple: int) -> int:
-    """Nearest positive multiple; ties go down (360 -> 352, the official "360p" height)."""
-    return max(multiple, math.ceil(value / multiple - 0.5) * multiple)
+@dataclasses.dataclass(frozen=True)
+class PreparedRun:
+    """A checked run (:meth:`MovaPipeline.prepare`): settings with the seed drawn, latent shapes, guidance,
+    noise (float32, CPU) and the conditioning inputs, ready for :meth:`MovaPipeline.sample`."""
 
+    settings: ClipSettings
+    guidance: Guidance
+    video_shape: tuple[int, ...]
+    audio_shape: tuple[int, ...]
+    num_samples: int
+    boundary_timestep: float
+    video_noise: torch.Tensor
+    audio_noise: torch.Tensor
+    image: torch.Tensor
+    last_image: torch.Tensor | None = None
+    video_init: torch.Tensor | None = None
+    audio_init: torch.Tensor | None = None
 
-def size_multiples(patch_size: tuple[int, ...], vae_stride: int) -> tuple[int, int]:
-    """(height, width) granularity of a video: the VAE stride times the DiT patch along that side,
-    and a multiple of twice the VAE stride (16, as the official ``check_inputs`` demands)."""
-    _, patch_height, patch_width = patch_size
-    return vae_stride * math.lcm(2, patch_height), vae_stride * math.lcm(2, patch_width)
+    @property
+    def needs_negative(self) -> bool:
+        """Whether the guidance runs negative-prompt passes (text or bridge CFG)."""
+        return len(self.guidance.passes) > 1
 
-
-def check_generation_arguments(*, height: int, width: int, num_frames: int, fps: float, steps: int,
-                               spatial_multiple: int | tuple[int, int], temporal_factor: int) -> None:
-    """Raise ``ValueError`` naming the argument and the nearest valid value.
-
-    ``spatial_multiple``: one multiple for both sides, or ``(height_multiple, width_multiple)``.
-    """
-    multiples = spatial_multiple if isinstance(spatial_multiple, tuple) else (spatial_multiple, spatial_multiple)
-    for name, value, multiple in (("height", height, multiples[0]), ("width", width, multiples[1])):
-        if value <= 0 or value % multiple:
-            raise ValueError(f"{name}={value} must be a positive multiple of {multiple}; "
-                             f"nearest valid value: {_nearest_multiple(value, multiple)}.")
-    if num_frames < 1 or (num_frames - 1) % temporal_factor:
-        nearest = max(1, round((num_frames - 1) / temporal_factor)) * temporal_factor + 1
-        raise ValueError(f"num_frames={num_frames} must be {temporal_factor}k+1 (1, {temporal_factor + 1}, "
-                         f"{2 * temporal_factor + 1}, ...); nearest valid value: {nearest}.")
-    if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
-        raise ValueError(f"fps={fps} must be a positive number, e.g. 24.0.")
-    if steps < 1:
-        raise ValueError(f"steps={steps} must be at least 1; nearest valid value: 1.")
+    @property
+    def unchanged(self) -> bool:
+        """Denoising strength 0: the given latents are the result, no model runs."""
+        return self.settings.denoising_strength == 0.0
 
 
 def velocity_model(experts: Mapping[str, DiTTower], audio_dit: DiTTower, bridge_module: DualTowerBridge | None,
@@ -120,6 +124,20 @@ def velocity_model(experts: Mapping[str, DiTTower], audio_dit: DiTTower, bridge_
         video_input = torch.cat([video_latents, condition.to(video_latents.device)], dim=1).to(dtype)
         return joint_forward(dit, audio_dit, bridge_module, video_input, audio_latents.to(dtype), context.to(dtype),
                              video_timestep, audio_timestep, fps, bridge_enabled=bridge)
+
+    return velocity
+
+
+def _resident(model: VelocityModel, residency: Residency, video_shape: tuple[int, ...],
+              audio_shape: tuple[int, ...]) -> VelocityModel:
+    """``model`` that asks ``residency`` for the expert it is given whenever the expert changes."""
+    current: list[str] = []
+
+    def velocity(expert: str, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        if current != [expert]:
+            residency.denoiser(expert, video_shape, audio_shape)
+            current[:] = [expert]
+        return model(expert, *args, **kwargs)
 
     return velocity
 
@@ -144,7 +162,8 @@ class MovaPipeline:
                     "audio_vae": audio_vae}
         if text_encoder is not None:  # None: prompts come as embeddings (an adapter may load it on demand)
             networks["text_encoder"] = text_encoder.model
-        self.placement = ModelPlacement(networks, self.device) if offload else None
+        self.residency = PlacedResidency(self.device, ModelPlacement(networks, self.device) if offload else None)
+        """Where the stages put the networks when no other :class:`Residency` is given (ComfyUI gives its own)."""
 
     @classmethod
     def from_pretrained(cls, path: str | Path, dtype: torch.dtype = torch.bfloat16, device: torch.device | str = "cpu",
@@ -181,9 +200,11 @@ class MovaPipeline:
     # -- geometry -------------------------------------------------------------------------------
 
     @property
-    def size_multiples(self) -> tuple[int, int]:
-        """(height, width) granularity of this model (see :func:`size_multiples`)."""
-        return size_multiples(self.experts[HIGH_NOISE_EXPERT].config.patch_size, self.video_vae.config.spatial_factor)
+    def geometry(self) -> ClipGeometry:
+        """What this model fixes about valid clips (size multiples, frame factor)."""
+        vae = self.video_vae.config
+        return ClipGeometry(size_multiples(self.experts[HIGH_NOISE_EXPERT].config.patch_size, vae.spatial_factor),
+                            vae.temporal_factor)
 
     def audio_num_samples(self, num_frames: int, fps: float) -> int:
         return int(self.audio_vae.sample_rate * num_frames / fps)
@@ -194,21 +215,126 @@ class MovaPipeline:
         audio_len = (self.audio_num_samples(num_frames, fps) - 1) // self.audio_vae.hop_length + 1
         return (1, self.video_vae.config.z_dim, frames, h, w), (1, self.audio_vae.latent_dim, audio_len)
 
-    # -- generation -----------------------------------------------------------------------------
+    # -- stages ---------------------------------------------------------------------------------
 
-    def encode_prompt(self, prompt: str) -> torch.Tensor:
+    def prepare(self, settings: ClipSettings, *, image: ImageInput | None = None, last_image: ImageInput | None = None,
+                video_init: torch.Tensor | None = None, audio_init: torch.Tensor | None = None,
+                video_noise: torch.Tensor | None = None, audio_noise: torch.Tensor | None = None,
+                names: Mapping[str, str] | None = None) -> PreparedRun:
+        """Stage 1: check everything and fix what the run needs, before any model runs.
+
+        ``image=None`` is T2VA (a white first frame, the official recipe); ``last_image`` ends the clip on
+        that picture. ``video_init`` (raw Wan 2.1 latents) and ``audio_init`` are re-generated when
+        ``settings.denoising_strength`` < 1. ``video_noise``/``audio_noise`` replace the seeded draws.
+        ``names`` maps argument names to a front end's input names in errors (e.g. ``num_frames`` ->
+        ``frames``). Raises ``ValueError`` naming the argument and the fix.
+        """
+        name = lambda argument: (names or {}).get(argument, argument)  # noqa: E731
+        check_settings(settings, self.geometry, names=names)
+        self.scheduler.check_shifts(settings.video_shift, settings.audio_shift)
+        if last_image is not None and image is None:
+            raise ValueError(f"{name('last_image')} needs {name('image')} (the first frame): MOVA always conditions "
+                             f"on a first frame; give {name('image')} too, or leave {name('last_image')} out.")
+        if last_image is not None and settings.num_frames < 2:
+            raise ValueError(f"{name('last_image')} needs a clip of more than one frame; "
+                             f"{name('num_frames')}={settings.num_frames}, use "
+                             f"{self.geometry.temporal_factor + 1} or more.")
+        video_shape, audio_shape = self.latent_shapes(settings.height, settings.width, settings.num_frames,
+                                                      settings.fps)
+        clip = (f"height={settings.height}, width={settings.width}, {name('num_frames')}={settings.num_frames}, "
+                f"fps={settings.fps:g}")
+        inits = _init_latents(video_init, audio_init, settings.denoising_strength, video_shape, audio_shape, clip, name)
+        if settings.seed is None:
+            settings = dataclasses.replace(settings, seed=random.randrange(2**63))
+        drawn = (None, None) if video_noise is not None and audio_noise is not None else seeded_noise(
+            settings.seed, video_shape, audio_shape)
+        noise = [drawn[i] if given is None else given for i, given in enumerate((video_noise, audio_noise))]
+        for argument, tensor, shape in (("video_noise", noise[0], video_shape), ("audio_noise", noise[1], audio_shape)):
+            _check_shape(name(argument), tensor, shape, clip)
+        boundary = self.model_index.boundary_ratio if settings.boundary_ratio is None else settings.boundary_ratio
+        return PreparedRun(
+            settings=settings, guidance=Guidance(text_cfg=settings.text_cfg, bridge_cfg=settings.bridge_cfg),
+            video_shape=video_shape, audio_shape=audio_shape,
+            num_samples=self.audio_num_samples(settings.num_frames, settings.fps),
+            boundary_timestep=self.scheduler.boundary_timestep(boundary),
+            video_noise=noise[0].float(), audio_noise=noise[1].float(),
+            image=prepare_reference_image(image, settings.height, settings.width, name=name("image")),
+            last_image=None if last_image is None else prepare_reference_image(
+                last_image, settings.height, settings.width, name=name("last_image")),
+            video_init=inits[0], audio_init=inits[1])
+
+    def sample(self, run: PreparedRun, positive: torch.Tensor, negative: torch.Tensor | None = None, *,
+               residency: Residency | None = None, callback: Callable[[StepInfo], None] | None = None,
+               check_cancelled: Callable[[], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stage 2: the I2V condition and the denoising loop -> raw Wan 2.1 video latents ``[1, z, T, h, w]`` and
+        audio latents ``[1, Ca, La]`` (float32, on the residency's device).
+
+        ``positive``/``negative``: prompt embeddings ``[1, L, text_dim]`` (``negative`` only when
+        ``run.needs_negative``). ``check_cancelled`` is called before every model pass and stops by raising.
+        """
+        if run.unchanged:
+            return run.video_init, run.audio_init
+        if run.needs_negative and negative is None:
+            raise ValueError("this guidance runs negative-prompt passes (text_cfg or bridge_cfg != 1): give a "
+                             "negative prompt embedding.")
+        residency = residency or self.residency
+        s = run.settings
+        residency.video_vae(s.height, s.width)
+        condition = image_condition(self.video_vae, run.image, s.num_frames, last_image=run.last_image)
+        device = residency.device
+        model = _resident(velocity_model(self.experts, self.audio_dit, self.bridge, condition.to(device), s.fps),
+                          residency, run.video_shape, run.audio_shape)
+        to_device = lambda tensor: None if tensor is None else tensor.float().to(device)  # noqa: E731
+        video_init = None if run.video_init is None else self.video_vae.normalize(run.video_init.float())
+        video, audio = sample(
+            model, self.scheduler, to_device(run.video_noise), to_device(run.audio_noise), to_device(positive),
+            to_device(negative) if run.needs_negative else None,
+            steps=s.steps, boundary_timestep=run.boundary_timestep, guidance=run.guidance,
+            video_shift=s.video_shift, audio_shift=s.audio_shift, denoising_strength=s.denoising_strength,
+            video_init=to_device(video_init), audio_init=to_device(run.audio_init),
+            callback=callback, check_cancelled=check_cancelled,
+        )
+        return self.video_vae.denormalize(video), audio
+
+    def decode_video(self, latents: torch.Tensor, *, tile_size: int | None = None, tile_overlap: int | None = None,
+                     residency: Residency | None = None, output_device: torch.device | str = "cpu") -> torch.Tensor:
+        """Stage 3: raw Wan 2.1 video latents ``[1, z, T, h, w]`` -> frames float32 ``[F, H, W, 3]`` in 0..1.
+
+        ``tile_size``/``tile_overlap`` (latent pixels): a spatially tiled decode with bounded memory."""
+        vae = self.video_vae
+        factor = vae.config.spatial_factor
+        height, width = (side * factor for side in latents.shape[-2:])
+        if tile_size is not None:
+            height, width = min(height, tile_size * factor), min(width, tile_size * factor)
+        (residency or self.residency).video_vae(height, width)
+        tiling = {} if tile_size is None else {"tile_size": tile_size, **(
+            {} if tile_overlap is None else {"tile_overlap": tile_overlap})}
+        pixels = vae.decode(latents.to(device=vae.device, dtype=vae.dtype), **tiling)
+        return frames_from_pixels(pixels, torch.device(output_device))
+
+    def decode_audio(self, latents: torch.Tensor, num_samples: int | None = None, *,
+                     residency: Residency | None = None) -> torch.Tensor:
+        """Stage 3: audio latents ``[1, Ca, La]`` -> waveform float32 ``[channels, samples]`` on the CPU, trimmed
+        to ``num_samples`` (the clip's length) when given."""
+        (residency or self.residency).audio_vae()
+        waveform = self.audio_vae.decode(latents.float().to(self.audio_vae.device))[0].float().cpu()
+        return waveform if num_samples is None else waveform[:, :num_samples]
+
+    # -- whole runs -----------------------------------------------------------------------------
+
+    def encode_prompt(self, prompt: str, *, residency: Residency | None = None) -> torch.Tensor:
         if self.text_encoder is None:
             raise ValueError("this pipeline has no text encoder (text_encoder=None, e.g. a file packed with "
                              "--no-text-encoder); load a checkpoint that includes umT5 to encode prompts.")
-        self._use("text_encoder")
+        (residency or self.residency).text_encoder()
         return self.text_encoder.encode([prompt])
 
-    def generate(self, prompt: str, negative_prompt: str = "", image: ImageInput | None = None, height: int = 352,
-                 width: int = 640, num_frames: int = 193, fps: float = 24.0, steps: int = 50, text_cfg: float = 5.0,
-                 bridge_cfg: float = 1.0, seed: int | None = None, video_noise: torch.Tensor | None = None,
-                 audio_noise: torch.Tensor | None = None, callback: Callable[[StepInfo], None] | None = None,
-                 **options: Any) -> Generation:
-        """Generate a clip; ``image=None`` is T2VA (white first frame, the official recipe).
+    def generate(self, prompt: str, negative_prompt: str = DEFAULT_NEGATIVE_PROMPT, image: ImageInput | None = None,
+                 height: int = 352, width: int = 640, num_frames: int = 193, fps: float = 24.0, steps: int = 50,
+                 text_cfg: float = 5.0, bridge_cfg: float = 1.0, seed: int | None = None,
+                 video_noise: torch.Tensor | None = None, audio_noise: torch.Tensor | None = None,
+                 callback: Callable[[StepInfo], None] | None = None, **options: Any) -> Generation:
+        """Generate a clip (:meth:`prepare`, :meth:`sample`, then the decoders); ``image=None`` is T2VA.
 
         ``video_noise``/``audio_noise`` replace the random draws; otherwise ``seed`` (random when
         None) seeds a CPU generator, so a seed means the same clip on every device.
@@ -216,83 +342,41 @@ class MovaPipeline:
         ``video_init``/``audio_init`` with ``denoising_strength`` < 1 to re-generate given latents).
         """
         opts = self._options(options)
-        check_generation_arguments(height=height, width=width, num_frames=num_frames, fps=fps, steps=steps,
-                                   spatial_multiple=self.size_multiples,
-                                   temporal_factor=self.video_vae.config.temporal_factor)
-        if opts.last_image is not None and image is None:
-            raise ValueError("last_image needs image (the first frame): MOVA always conditions on a first frame.")
-        video_shape, audio_shape = self.latent_shapes(height, width, num_frames, fps)
-        seed, video_noise, audio_noise = self._noise(seed, video_noise, audio_noise, video_shape, audio_shape)
-        inits = {"video_init": opts.video_init, "audio_init": opts.audio_init}
-        for (name, init), shape in zip(inits.items(), (video_shape, audio_shape)):
-            if init is not None:
-                _check_shape(name, init, shape)
-        guidance = Guidance(text_cfg=text_cfg, bridge_cfg=bridge_cfg)
-        positive = self.encode_prompt(prompt)
-        negative = self.encode_prompt(negative_prompt) if len(guidance.passes) > 1 else None
-        reference = prepare_reference_image(image, height, width)
-        last = None if opts.last_image is None else prepare_reference_image(opts.last_image, height, width,
-                                                                            name="last_image").to(self.device)
-        self._use("video_vae")
-        condition = image_condition(self.video_vae, reference.to(self.device), num_frames, last_image=last)
-        boundary = self.model_index.boundary_ratio if opts.boundary_ratio is None else opts.boundary_ratio
-        video_latents, audio_latents = sample(
-            self._placed(velocity_model(self.experts, self.audio_dit, self.bridge, condition, fps)), self.scheduler, video_noise, audio_noise, positive, negative,
-            steps=steps, boundary_timestep=self.scheduler.boundary_timestep(boundary), guidance=guidance,
-            video_shift=opts.video_shift, audio_shift=opts.audio_shift, denoising_strength=opts.denoising_strength,
-            **{name: None if init is None else init.float().to(self.device) for name, init in inits.items()},
-            callback=callback, check_cancelled=opts.check_cancelled,
-        )
-        video = self.decode_video(video_latents, tile_size=opts.decode_tile_size)
-        audio = self.decode_audio(audio_latents)[:, : self.audio_num_samples(num_frames, fps)]
-        return Generation(video=video, audio=audio, sample_rate=self.audio_vae.sample_rate, fps=fps, seed=seed,
+        settings = ClipSettings(height=height, width=width, num_frames=num_frames, fps=fps, steps=steps,
+                                text_cfg=text_cfg, bridge_cfg=bridge_cfg, seed=seed, video_shift=opts.video_shift,
+                                audio_shift=opts.audio_shift, boundary_ratio=opts.boundary_ratio,
+                                denoising_strength=opts.denoising_strength)
+        run = self.prepare(settings, image=image, last_image=opts.last_image, video_init=opts.video_init,
+                           audio_init=opts.audio_init, video_noise=video_noise, audio_noise=audio_noise)
+        positive = None if run.unchanged else self.encode_prompt(prompt)
+        negative = self.encode_prompt(negative_prompt) if run.needs_negative and not run.unchanged else None
+        video_latents, audio_latents = self.sample(run, positive, negative, callback=callback,
+                                                   check_cancelled=opts.check_cancelled)
+        return Generation(video=self.decode_video(video_latents, tile_size=opts.decode_tile_size),
+                          audio=self.decode_audio(audio_latents, run.num_samples),
+                          sample_rate=self.audio_vae.sample_rate, fps=fps, seed=run.settings.seed,
                           video_latents=video_latents.cpu(), audio_latents=audio_latents.cpu())
 
-    def encode_video(self, frames: torch.Tensor) -> torch.Tensor:
-        """Frames float ``[F, H, W, 3]`` in 0..1 (F = 4k+1) -> normalised video latents ``[1, z, T, h, w]``
-        (the posterior mean, as the I2V condition uses), e.g. a ``video_init`` for re-generation."""
+    def encode_video(self, frames: torch.Tensor, *, residency: Residency | None = None) -> torch.Tensor:
+        """Frames float ``[F, H, W, 3]`` in 0..1 (F = 4k+1) -> raw Wan 2.1 video latents ``[1, z, T, h, w]``
+        (the posterior mean), e.g. a ``video_init`` for re-generation."""
         if frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"frames: expected float [F, H, W, 3] in 0..1, got shape {tuple(frames.shape)}.")
-        self._use("video_vae")
+        (residency or self.residency).video_vae(frames.shape[1], frames.shape[2])
         vae = self.video_vae
         pixels = frames.float().clamp(0, 1).permute(3, 0, 1, 2).unsqueeze(0) * 2 - 1
-        return vae.normalize(vae.encode(pixels.to(device=vae.device, dtype=vae.dtype)).float())
+        return vae.encode(pixels.to(device=vae.device, dtype=vae.dtype)).float()
 
-    def encode_audio(self, waveform: torch.Tensor) -> torch.Tensor:
+    def encode_audio(self, waveform: torch.Tensor, *, residency: Residency | None = None) -> torch.Tensor:
         """Waveform float ``[channels, samples]`` at the model's sample rate (channels averaged to mono)
         -> audio latents ``[1, Ca, ceil(samples / hop)]`` (the posterior mean), e.g. an ``audio_init``."""
         if waveform.ndim != 2:
             raise ValueError(f"waveform: expected float [channels, samples], got shape {tuple(waveform.shape)}.")
-        self._use("audio_vae")
+        (residency or self.residency).audio_vae()
         mono = waveform.float().mean(dim=0, keepdim=True).unsqueeze(0)
         return self.audio_vae.encode(mono.to(self.audio_vae.device)).float()
 
-    def decode_video(self, latents: torch.Tensor, *, tile_size: int | None = None) -> torch.Tensor:
-        """Normalised video latents ``[1, z, T, h, w]`` -> frames float32 ``[F, H, W, 3]`` in 0..1."""
-        self._use("video_vae")
-        vae = self.video_vae
-        pixels = vae.decode(vae.denormalize(latents.float()).to(device=vae.device, dtype=vae.dtype), tile_size=tile_size)
-        return frames_from_pixels(pixels, torch.device("cpu"))
-
-    def decode_audio(self, latents: torch.Tensor) -> torch.Tensor:
-        """Audio latents ``[1, Ca, La]`` -> waveform float32 ``[channels, La * hop]`` (not trimmed)."""
-        self._use("audio_vae")
-        return self.audio_vae.decode(latents.float().to(self.audio_vae.device))[0].float().cpu()
-
     # -- internals ------------------------------------------------------------------------------
-
-    def _use(self, *names: str) -> None:
-        if self.placement is not None:
-            self.placement.use(*names)
-
-    def _placed(self, model: VelocityModel) -> VelocityModel:
-        """``model`` with the expert it is asked for (plus the audio DiT and Bridge) put on the device first."""
-
-        def velocity(expert: str, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-            self._use(expert, "audio_dit", "dual_tower_bridge")
-            return model(expert, *args, **kwargs)
-
-        return velocity
 
     @staticmethod
     def _options(options: dict[str, Any]) -> GenerationOptions:
@@ -301,18 +385,6 @@ class MovaPipeline:
         if unknown:
             raise ValueError(f"unknown generate option(s) {unknown}; valid options: {sorted(valid)}.")
         return GenerationOptions(**options)
-
-    def _noise(self, seed: int | None, video_noise: torch.Tensor | None, audio_noise: torch.Tensor | None,
-               video_shape: tuple[int, ...], audio_shape: tuple[int, ...]) -> tuple[int | None, torch.Tensor, torch.Tensor]:
-        """Given noise (shape-checked) or a CPU-generator draw: video first, then audio (official order)."""
-        if video_noise is None or audio_noise is None:
-            seed = random.randrange(2**63) if seed is None else seed
-            drawn_video, drawn_audio = seeded_noise(seed, video_shape, audio_shape)
-            video_noise = drawn_video if video_noise is None else video_noise
-            audio_noise = drawn_audio if audio_noise is None else audio_noise
-        for name, noise, shape in (("video_noise", video_noise, video_shape), ("audio_noise", audio_noise, audio_shape)):
-            _check_shape(name, noise, shape)
-        return seed, video_noise.float().to(self.device), audio_noise.float().to(self.device)
 
 
 def seeded_noise(seed: int, video_shape: tuple[int, ...], audio_shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -323,6 +395,25 @@ def seeded_noise(seed: int, video_shape: tuple[int, ...], audio_shape: tuple[int
     return video, torch.randn(audio_shape, generator=generator, dtype=torch.float32)
 
 
-def _check_shape(name: str, tensor: torch.Tensor, shape: tuple[int, ...]) -> None:
-    if tuple(tensor.shape) != shape:
-        raise ValueError(f"{name} has shape {tuple(tensor.shape)}; this size/frames/fps needs {shape}.")
+def _check_shape(name: str, tensor: torch.Tensor, shape: tuple[int, ...], clip: str) -> None:
+    if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != shape:
+        got = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+        raise ValueError(f"{name} has shape {got}, but {clip} needs {shape}; give latents of this clip's size, "
+                         "or change the settings to the clip's.")
+
+
+def _init_latents(video: torch.Tensor | None, audio: torch.Tensor | None, strength: float,
+                  video_shape: tuple[int, ...], audio_shape: tuple[int, ...], clip: str,
+                  name: Callable[[str], str]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The latents to re-generate (float32), checked; (None, None) at strength 1 (sampling starts from noise)."""
+    if strength >= 1.0:
+        return None, None
+    missing = [name(argument) for argument, latents in (("video_init", video), ("audio_init", audio)) if latents is None]
+    if missing:
+        raise ValueError(f"{name('denoising_strength')}={strength:g} re-generates given latents, but "
+                         f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing: give both "
+                         f"{name('video_init')} and {name('audio_init')}, or set {name('denoising_strength')} to 1 "
+                         "to generate from noise.")
+    _check_shape(name("video_init"), video, video_shape, clip)
+    _check_shape(name("audio_init"), audio, audio_shape, clip)
+    return video.float(), audio.float()

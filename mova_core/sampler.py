@@ -24,6 +24,8 @@ from .scheduler import FlowMatchPairScheduler
 
 HIGH_NOISE_EXPERT = "video_dit"
 LOW_NOISE_EXPERT = "video_dit_2"
+AUDIO_TOWER_MODULES = ("audio_dit", "dual_tower_bridge")
+"""The components that run at every model pass beside the active video expert."""
 
 
 class VelocityModel(Protocol):

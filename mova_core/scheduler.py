@@ -109,17 +109,21 @@ class FlowMatchPairScheduler:
         ``video_shift``/``audio_shift`` = None keep the config shift for that column; both None is the
         released pipeline (same column twice). Setting either is the official ``dual_sigma_shift``.
         """
-        if self.config.exponential_shift and (video_shift is not None or audio_shift is not None):
-            raise ValueError(
-                "video_shift/audio_shift have no effect with exponential_shift (the shift comes from "
-                "exponential_shift_mu); leave them unset."
-            )
+        self.check_shifts(video_shift, audio_shift)
         video = self.sigmas(steps, denoising_strength=denoising_strength, shift=video_shift)
         audio = video if audio_shift == video_shift else self.sigmas(
             steps, denoising_strength=denoising_strength, shift=audio_shift
         )
         sigmas = torch.stack([video, audio], dim=1)
         return PairSchedule(timesteps=sigmas * self.config.num_train_timesteps, sigmas=sigmas)
+
+    def check_shifts(self, video_shift: float | None, audio_shift: float | None) -> None:
+        """ValueError when a per-modality shift is set but this schedule takes no shift (exponential_shift)."""
+        if self.config.exponential_shift and (video_shift is not None or audio_shift is not None):
+            raise ValueError(
+                "video_shift/audio_shift have no effect with exponential_shift (the shift comes from "
+                "exponential_shift_mu in scheduler_config.json); leave them at the checkpoint's value."
+            )
 
     def sigma_at(self, timestep: float | torch.Tensor | None) -> torch.Tensor:
         """Float32 0-d sigma of the training-grid timestep nearest to ``timestep`` (first on ties);

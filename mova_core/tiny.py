@@ -127,9 +127,9 @@ def _model_index(boundary_ratio: float) -> dict[str, Any]:
 
 def write_tiny_checkpoint(folder: str | Path, *, seed: int = 0, boundary_ratio: float = 0.9,
                           video_dit: DiTConfig = VIDEO_DIT, audio_dit: DiTConfig = AUDIO_DIT,
-                          bridge: BridgeConfig = BRIDGE) -> Path:
+                          bridge: BridgeConfig = BRIDGE, scheduler: SchedulerConfig = SCHEDULER) -> Path:
     """Write a complete tiny MOVA folder at ``folder`` (which must not exist yet); the denoiser
-    shapes can be replaced (for example by a benchmark that wants wider networks)."""
+    shapes (for example a benchmark's wider networks), the scheduler and the boundary can be replaced."""
     root = Path(folder)
     if root.exists():
         raise FileExistsError(f"{root} already exists; choose a new folder for the tiny checkpoint.")
@@ -155,7 +155,7 @@ def write_tiny_checkpoint(folder: str | Path, *, seed: int = 0, boundary_ratio: 
     _write_tokenizer(root / "tokenizer")
     (root / "scheduler").mkdir()
     (root / "scheduler" / "scheduler_config.json").write_text(
-        json.dumps(_config(SCHEDULER, "FlowMatchPairScheduler"), indent=2), encoding="utf-8")
+        json.dumps(_config(scheduler, "FlowMatchPairScheduler"), indent=2), encoding="utf-8")
     (root / "model_index.json").write_text(json.dumps(_model_index(boundary_ratio), indent=2), encoding="utf-8")
     return root
 

@@ -18,9 +18,9 @@ MovaModelType = io.Custom("MOVA_MODEL")
 def number_input(spec: NumberSpec, **extra) -> io.Input:
     """The INT/FLOAT widget of ``spec`` (same default, range and step everywhere it is validated)."""
     if spec.integer:
-        return io.Int.Input(spec.name, default=int(spec.default), min=int(spec.low), max=int(spec.high),
+        return io.Int.Input(spec.name, default=int(spec.default), min=int(spec.minimum), max=int(spec.high),
                             step=int(spec.step), tooltip=spec.tooltip, **extra)
-    return io.Float.Input(spec.name, default=spec.default, min=spec.low, max=spec.high, step=spec.step,
+    return io.Float.Input(spec.name, default=spec.default, min=spec.minimum, max=spec.high, step=spec.step,
                           tooltip=spec.tooltip, **extra)
 
 

@@ -9,12 +9,12 @@ needs (frames, fps, exact audio length).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import torch
 
 from ..mova_core.media.resample import resample
-from ..mova_core.pipeline import check_generation_arguments
+from ..mova_core.settings import ClipGeometry, ClipSettings, check_settings, nearest_frame_count
 
 MOVA_KEY = "mova"
 AUDIO_TYPE = "mova_audio"
@@ -51,41 +51,6 @@ def clip_info(latent: dict[str, Any]) -> dict[str, Any]:
     return dict(latent.get(MOVA_KEY, {}))
 
 
-def _made_for(latent: dict[str, Any], names: tuple[str, ...]) -> str:
-    """`` (it was made for width=640, ...)`` from the clip settings a MOVA LATENT carries, or ``""``."""
-    info = clip_info(latent)
-    made = ", ".join(f"{name}={info[name]:g}" for name in names if name in info)
-    return f" (it was made for {made})" if made else ""
-
-
-def init_latents(video: Any, audio: Any, denoise: float, *, video_shape: tuple[int, ...],
-                 audio_shape: tuple[int, ...], clip: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The raw video and the audio latents to re-generate from, checked against the clip the sampler's
-    widgets ``clip`` (width, height, frames, fps) describe; None when ``denoise`` is 1 (sampling starts
-    from noise, so connected latents are not needed). ValueError naming the input otherwise."""
-    if denoise >= 1.0:
-        return None
-    missing = [name for name, latent in (("video_latent", video), ("audio_latent", audio)) if latent is None]
-    if missing:
-        raise ValueError(f"denoise={denoise:g} re-generates given latents, but {' and '.join(missing)} "
-                         f"{'is' if len(missing) == 1 else 'are'} not connected: connect both video_latent and "
-                         "audio_latent (for example a MOVA Sampler's outputs), or set denoise to 1.0 to generate "
-                         "from noise.")
-    raw_video = latent_samples(video, "video_latent", video_shape[1], len(video_shape))
-    if tuple(raw_video.shape) != video_shape:
-        raise ValueError(
-            f"video_latent: latents of shape {tuple(raw_video.shape)} do not fit width={clip['width']}, "
-            f"height={clip['height']}, frames={clip['frames']} (they need {video_shape})"
-            f"{_made_for(video, ('width', 'height', 'frames'))}; set width, height and frames to the clip's.")
-    audio_samples = latent_samples(audio, "audio_latent", audio_shape[1], len(audio_shape))
-    if tuple(audio_samples.shape) != audio_shape:
-        raise ValueError(
-            f"audio_latent: {audio_samples.shape[-1]} latent frames do not fit frames={clip['frames']}, "
-            f"fps={clip['fps']:g} (they need {audio_shape[-1]}){_made_for(audio, ('frames', 'fps'))}; "
-            "set frames and fps to the clip's.")
-    return raw_video, audio_samples
-
-
 @dataclass(frozen=True)
 class EncodePlan:
     """What MOVA Encode encodes: ``images`` ``[F, H, W, 3]`` and/or ``waveform`` ``[C, num_samples]`` at the
@@ -106,17 +71,17 @@ class EncodePlan:
         return None if self.images is None else self.images.shape[2]
 
 
-def _image_frames(images: Any, fps: float, size_multiples: tuple[int, int], temporal_factor: int) -> torch.Tensor:
+def _image_frames(images: Any, fps: float, geometry: ClipGeometry) -> torch.Tensor:
     """IMAGE ``[F, H, W, C]`` as RGB, checked: 4k+1 frames, sizes the sampler accepts (ValueError naming ``images``)."""
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[-1] not in (3, 4):
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(f"images: expected an IMAGE batch [frames, height, width, 3], got {shape}.")
     frames, height, width = images.shape[:3]
     try:
-        check_generation_arguments(height=height, width=width, num_frames=frames, fps=fps, steps=1,
-                                   spatial_multiple=size_multiples, temporal_factor=temporal_factor)
+        check_settings(ClipSettings(height=height, width=width, num_frames=frames, fps=fps), geometry,
+                       names={"num_frames": "frames"})
     except ValueError as error:
-        raise ValueError(f"images ({frames} frames of {width}x{height}): {str(error).replace('num_frames=', 'frames=')} "
+        raise ValueError(f"images ({frames} frames of {width}x{height}): {error} "
                          "Trim the batch or resize the images to a valid value.") from None
     return images[..., :3].float()
 
@@ -135,7 +100,7 @@ def _audio_frames(num_samples: int, sample_rate: int, fps: float, temporal_facto
     frames = max(1, round(num_samples * fps / sample_rate))
     if (frames - 1) % temporal_factor == 0:
         return frames
-    nearest = max(1, round((frames - 1) / temporal_factor)) * temporal_factor + 1
+    nearest = nearest_frame_count(frames, temporal_factor)
     raise ValueError(
         f"audio: {num_samples / sample_rate:.3f} s at fps={fps:g} is {frames} frames, but MOVA clips have "
         f"{temporal_factor}k+1 frames; nearest valid value: {nearest} frames = {nearest / fps:.3f} s "
@@ -154,17 +119,17 @@ def _fit_audio(waveform: torch.Tensor, num_samples: int, frames: int, fps: float
     return torch.nn.functional.pad(waveform[:, :num_samples], (0, max(0, missing)))
 
 
-def plan_encode(images: Any, audio: Any, fps: float, *, size_multiples: tuple[int, int], temporal_factor: int,
-                sample_rate: int, num_samples_for: Callable[[int, float], int]) -> EncodePlan:
+def plan_encode(images: Any, audio: Any, fps: float, *, geometry: ClipGeometry, sample_rate: int,
+                num_samples_for: Callable[[int, float], int]) -> EncodePlan:
     """Check and fit MOVA Encode's inputs to one clip: the images set the frame count (audio is trimmed to it),
     or else the audio's length does. ``num_samples_for(frames, fps)``: the model's audio length of a clip."""
     if images is None and audio is None:
         raise ValueError("MOVA Encode needs images, audio, or both: connect the clip's frames (IMAGE) and/or "
                          "its sound (AUDIO).")
-    pictures = None if images is None else _image_frames(images, fps, size_multiples, temporal_factor)
+    pictures = None if images is None else _image_frames(images, fps, geometry)
     waveform = None if audio is None else _audio_waveform(audio, sample_rate)
     frames = pictures.shape[0] if pictures is not None else _audio_frames(waveform.shape[1], sample_rate, fps,
-                                                                           temporal_factor)
+                                                                           geometry.temporal_factor)
     num_samples = num_samples_for(frames, fps)
     if waveform is not None:
         waveform = _fit_audio(waveform, num_samples, frames, fps, sample_rate)

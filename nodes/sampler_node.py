@@ -7,10 +7,11 @@ from typing import Any
 import torch
 from comfy_api.latest import io
 
+from ..mova_core.settings import SEED_MAX
 from .comfy_io import CATEGORY, MovaModelType, number_input
 from .comfy_model import MovaModel
-from .generation import ClipSettings, sample_clip
-from .widgets import SAMPLER, SEED_MAX, clip_problem
+from .generation import sample_clip
+from .widgets import SAMPLER, clip_problem
 
 _SLIDERS = ("text_cfg", "bridge_cfg")
 
@@ -63,6 +64,6 @@ class MOVASampler(io.ComfyNode):
     def execute(cls, mova_model: MovaModel, positive: Any, negative: Any = None, start_image: torch.Tensor | None = None,
                 end_image: torch.Tensor | None = None, video_latent: Any = None, audio_latent: Any = None,
                 **widgets: Any) -> io.NodeOutput:
-        video, audio = sample_clip(mova_model, positive, negative, ClipSettings(**widgets), start_image=start_image,
+        video, audio = sample_clip(mova_model, positive, negative, widgets, start_image=start_image,
                                    end_image=end_image, video_init=video_latent, audio_init=audio_latent)
         return io.NodeOutput(video, audio)

@@ -8,22 +8,26 @@ min/max checks for those inputs). Every problem message names the input and says
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
-from ..mova_core.pipeline import check_generation_arguments
+from ..mova_core.settings import BOUNDS, Bounds, ClipGeometry, ClipSettings, check_settings
 
 WEIGHT_DTYPES = ("bf16", "fp16", "fp8_e4m3fn", "fp32")
 """Weight storage choices of the model loader (fp8: Linear weights only, computed in bf16)."""
 
-MOVA_SPATIAL_MULTIPLE = 16  # Wan 2.1 VAE stride 8 x DiT patch 2, shared by every MOVA release
-MOVA_TEMPORAL_FACTOR = 4
+MOVA_GEOMETRY = ClipGeometry(size_multiples=(16, 16), temporal_factor=4)
+"""Wan 2.1 VAE stride 8 x DiT patch 2 and the VAE's 4x time factor, shared by every MOVA release: what the
+schema checks before a model is loaded (the sampler checks again with the loaded model's values)."""
 
 
 @dataclass(frozen=True)
 class NumberSpec:
-    """One INT or FLOAT widget: ``default``, inclusive ``[low, high]`` range and UI ``step``."""
+    """One INT or FLOAT widget: ``default``, inclusive ``[low, high]`` range and UI ``step``.
+
+    ``auto``: an extra value outside the range that means "the checkpoint's value" (the schema's
+    minimum is then ``auto``).
+    """
 
     name: str
     default: float
@@ -32,46 +36,77 @@ class NumberSpec:
     step: float
     tooltip: str
     integer: bool = False
+    auto: float | None = None
+
+    @property
+    def minimum(self) -> float:
+        """The widget's minimum: ``low``, or ``auto`` below it."""
+        return self.low if self.auto is None else min(self.low, self.auto)
 
     def problem(self, value: object) -> str | None:
         """Why ``value`` is not acceptable for this widget, or None."""
-        kind = "a whole number" if self.integer else "a number"
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            return f"{self.name}={value!r} must be {kind} from {self.low:g} to {self.high:g}."
-        if self.integer and value != int(value):
-            return f"{self.name}={value!r} must be a whole number; nearest valid value: {round(value)}."
-        if not self.low <= value <= self.high:
-            nearest = min(max(value, self.low), self.high)
-            return f"{self.name}={value:g} is outside {self.low:g} .. {self.high:g}; nearest valid value: {nearest:g}."
-        return None
+        if self.auto is not None and value == self.auto and not isinstance(value, bool):
+            return None
+        problem = Bounds(self.low, self.high, self.integer).problem(self.name, value)
+        if problem and self.auto is not None:
+            return f"{problem[:-1]} (or {self.auto:g} = the checkpoint's value)."
+        return problem
 
 
 def _int(name: str, default: int, low: int, high: int, step: int, tooltip: str) -> NumberSpec:
     return NumberSpec(name, default, low, high, step, tooltip, integer=True)
 
 
+NODE_NAMES = {"num_frames": "frames", "boundary_ratio": "boundary", "denoising_strength": "denoise",
+              "image": "start_image", "last_image": "end_image", "video_init": "video_latent",
+              "audio_init": "audio_latent"}
+"""mova_core's argument names -> MOVA Sampler's input names (errors name the input the user sees)."""
+
+
+def _setting(name: str, default: float, step: float, tooltip: str, auto: float | None = None) -> NumberSpec:
+    """The widget of a :class:`ClipSettings` field: its range is the core's documented one (:data:`BOUNDS`)."""
+    setting = next((core for core, widget in NODE_NAMES.items() if widget == name), name)
+    bounds = BOUNDS[setting]
+    return NumberSpec(name, default, bounds.low, bounds.high, step, tooltip, bounds.integer, auto)
+
+
+CHECKPOINT_VALUE = {"video_shift": 0.0, "audio_shift": 0.0, "boundary": -1.0}
+"""The widget value that means "the checkpoint's value" (the default of these widgets)."""
+
 SAMPLER = {spec.name: spec for spec in (
-    _int("width", 640, 16, 4096, 16, "Video width in pixels (multiple of 16). MOVA 360p: 640x352, 720p: 1280x720."),
-    _int("height", 352, 16, 4096, 16, "Video height in pixels (multiple of 16)."),
-    _int("frames", 193, 1, 1025, 4, "Number of video frames, 4k+1 (193 = 8 s at 24 fps)."),
-    NumberSpec("fps", 24.0, 1.0, 120.0, 0.01, "Frame rate the clip is generated for; sets the audio length."),
-    _int("steps", 50, 1, 200, 1, "Denoising steps (official: 50)."),
-    NumberSpec("text_cfg", 5.0, 0.0, 20.0, 0.1, "Text guidance scale (official: 5). 1 = no negative pass."),
-    NumberSpec("bridge_cfg", 1.0, 0.0, 10.0, 0.1,
-               "Bridge (audio-video) guidance scale: >1 strengthens lip sync and sound-picture coupling at the cost "
-               "of one extra model pass per step. 1 = off, as in the official pipeline."),
-    NumberSpec("video_shift", 5.0, 0.1, 50.0, 0.1, "Sigma shift of the video schedule (MOVA: 5)."),
-    NumberSpec("audio_shift", 5.0, 0.1, 50.0, 0.1, "Sigma shift of the audio schedule (MOVA: 5)."),
-    NumberSpec("boundary", 0.9, 0.0, 1.0, 0.005,
-               "Expert switch as a fraction of the timestep range: the high-noise expert runs while the video "
-               "timestep is at or above boundary x 1000 (MOVA: 0.9)."),
-    NumberSpec("denoise", 1.0, 0.0, 1.0, 0.01,
-               "Like KSampler's denoise: 1 = generate from noise; below 1 = re-generate the connected video_latent "
-               "and audio_latent, keeping more of them the lower it is (the steps cover that last part of the "
-               "schedule); 0 = return them unchanged."),
+    _setting("width", 640, 16, "Video width in pixels (multiple of 16). MOVA 360p: 640x352, 720p: 1280x720."),
+    _setting("height", 352, 16, "Video height in pixels (multiple of 16)."),
+    _setting("frames", 193, 4, "Number of video frames, 4k+1 (193 = 8 s at 24 fps)."),
+    _setting("fps", 24.0, 0.01, "Frame rate the clip is generated for; sets the audio length."),
+    _setting("steps", 50, 1, "Denoising steps (official: 50)."),
+    _setting("text_cfg", 5.0, 0.1, "Text guidance scale (official: 5). 1 = no negative pass."),
+    _setting("bridge_cfg", 1.0, 0.1,
+             "Bridge (audio-video) guidance scale: >1 strengthens lip sync and sound-picture coupling at the cost "
+             "of one extra model pass per step. 1 = off, as in the official pipeline."),
+    _setting("video_shift", CHECKPOINT_VALUE["video_shift"], 0.1,
+             "Sigma shift of the video schedule. 0 = the checkpoint's (scheduler_config.json shift, as the "
+             "official pipeline); any other value overrides it.", auto=CHECKPOINT_VALUE["video_shift"]),
+    _setting("audio_shift", CHECKPOINT_VALUE["audio_shift"], 0.1,
+             "Sigma shift of the audio schedule. 0 = the checkpoint's (scheduler_config.json shift, as the "
+             "official pipeline); any other value overrides it.", auto=CHECKPOINT_VALUE["audio_shift"]),
+    _setting("boundary", CHECKPOINT_VALUE["boundary"], 0.005,
+             "Expert switch as a fraction of the timestep range: the high-noise expert runs while the video "
+             "timestep is at or above boundary x 1000. -1 = the checkpoint's (model_index.json boundary_ratio; "
+             "MOVA: 0.9); any value from 0 to 1 overrides it.", auto=CHECKPOINT_VALUE["boundary"]),
+    _setting("denoise", 1.0, 0.01,
+             "Like KSampler's denoise: 1 = generate from noise; below 1 = re-generate the connected video_latent "
+             "and audio_latent, keeping more of them the lower it is (the steps cover that last part of the "
+             "schedule); 0 = return them unchanged."),
 )}
 
-SEED_MAX = 0xFFFFFFFFFFFFFFFF
+
+def sampler_settings(widgets: Mapping[str, float]) -> ClipSettings:
+    """MOVA Sampler's widget values as the core's :class:`ClipSettings` (checkpoint-value widgets -> None)."""
+    values = {name: None if CHECKPOINT_VALUE.get(name) == value and not isinstance(value, bool) else value
+              for name, value in widgets.items()}
+    core_names = {widget: core for core, widget in NODE_NAMES.items()}
+    return ClipSettings(**{core_names.get(name, name): value for name, value in values.items()})
+
 
 LORA_STRENGTHS = {spec.name: spec for spec in (
     NumberSpec("strength_high_noise", 1.0, -10.0, 10.0, 0.01, "LoRA strength on the high-noise video expert (video_dit)."),
@@ -116,22 +151,13 @@ def choice_problem(name: str, value: object, choices: Iterable[str], fix: str = 
 
 
 def clip_problem(width: int, height: int, frames: int, fps: float, steps: int, *,
-                 spatial_multiple: int | tuple[int, int] = MOVA_SPATIAL_MULTIPLE,
-                 temporal_factor: int = MOVA_TEMPORAL_FACTOR) -> str | None:
-    """Why these clip settings cannot be generated (ranges, multiples, 4k+1 frames), or None.
-
-    The model-specific multiples default to MOVA's; the sampler repeats the check with the loaded
-    model's values before it runs anything.
-    """
-    values = {"width": width, "height": height, "frames": frames, "fps": fps, "steps": steps}
-    problems = range_problems(SAMPLER, values)
-    if problems:
-        return " ".join(problems)
+                 geometry: ClipGeometry = MOVA_GEOMETRY) -> str | None:
+    """Why these clip settings cannot be generated (the core's check, in the sampler's input names), or None."""
+    settings = ClipSettings(width=width, height=height, num_frames=frames, fps=fps, steps=steps)
     try:
-        check_generation_arguments(height=height, width=width, num_frames=frames, fps=fps, steps=steps,
-                                   spatial_multiple=spatial_multiple, temporal_factor=temporal_factor)
+        check_settings(settings, geometry, names=NODE_NAMES)
     except ValueError as error:
-        return str(error).replace("num_frames=", "frames=")
+        return str(error)
     return None
 
 

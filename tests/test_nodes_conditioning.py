@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from comfyui_mova_av.nodes.conditioning import conditioning_from_embeddings, embeddings_from_conditioning
-from comfyui_mova_av.nodes.latents import (audio_latent, clip_info, init_latents, latent_samples,
-                                            video_latent)
+from comfyui_mova_av.nodes.latents import audio_latent, clip_info, latent_samples, video_latent
 
 WIDTH = 32
 
@@ -71,64 +70,5 @@ def test_latent_dicts_carry_the_clip_settings():
 def test_bad_latents_name_the_input(latent, message):
     with pytest.raises(ValueError, match=message):
         latent_samples(latent, "video_latent", 16, 5)
-
-
-VIDEO_SHAPE, AUDIO_SHAPE = (1, 16, 2, 4, 6), (1, 32, 11)
-CLIP = {"width": 48, "height": 32, "frames": 5, "fps": 24.0}
-
-
-def clip_latents(video_shape=VIDEO_SHAPE, audio_shape=AUDIO_SHAPE, **made_for) -> tuple[dict, dict]:
-    settings = {**CLIP, **made_for}
-    return (video_latent(torch.randn(video_shape), fps=settings["fps"], frames=settings["frames"],
-                         height=settings["height"], width=settings["width"]),
-            audio_latent(torch.randn(audio_shape), sample_rate=48000, num_samples=10000, fps=settings["fps"],
-                         frames=settings["frames"]))
-
-
-def _init(video, audio, denoise):
-    return init_latents(video, audio, denoise, video_shape=VIDEO_SHAPE, audio_shape=AUDIO_SHAPE, clip=CLIP)
-
-
-def test_init_latents_are_the_connected_samples_below_denoise_1():
-    video, audio = clip_latents()
-    raw_video, audio_samples = _init(video, audio, 0.4)
-    assert raw_video is video["samples"] and audio_samples is audio["samples"]
-    assert _init({"samples": video["samples"]}, audio, 0.0)[0] is video["samples"], "native LATENTs (VAEEncode) too"
-
-
-def test_denoise_1_samples_from_noise_whatever_is_connected():
-    assert _init(None, None, 1.0) is None
-    assert _init(*clip_latents(video_shape=(1, 16, 9, 9, 9)), 1.0) is None
-
-
-@pytest.mark.parametrize("connected, message", [
-    ((None, None), r"denoise=0.5 re-generates given latents, but video_latent and audio_latent are not connected: "
-                   r"connect both .* or set denoise to 1.0"),
-    (("video", None), r"but audio_latent is not connected"),
-    ((None, "audio"), r"but video_latent is not connected"),
-])
-def test_denoise_below_1_needs_both_latents(connected, message):
-    video, audio = clip_latents()
-    given = {"video": video, "audio": audio}
-    with pytest.raises(ValueError, match=message):
-        _init(*(given.get(name) for name in connected), 0.5)
-
-
-def test_latents_of_another_clip_name_the_input_and_the_settings_they_were_made_for():
-    video, _ = clip_latents(video_shape=(1, 16, 3, 4, 6), frames=9)
-    _, audio = clip_latents()
-    with pytest.raises(ValueError, match=r"^video_latent: latents of shape \(1, 16, 3, 4, 6\) do not fit width=48, "
-                                         r"height=32, frames=5 \(they need \(1, 16, 2, 4, 6\)\) \(it was made for "
-                                         r"width=48, height=32, frames=9\); set width, height and frames"):
-        _init(video, audio, 0.5)
-    video, _ = clip_latents()
-    _, audio = clip_latents(audio_shape=(1, 32, 22), fps=12.0)
-    with pytest.raises(ValueError, match=r"^audio_latent: 22 latent frames do not fit frames=5, fps=24 \(they need "
-                                         r"11\) \(it was made for frames=5, fps=12\); set frames and fps"):
-        _init(video, audio, 0.5)
-    with pytest.raises(ValueError, match=r"^audio_latent: expected a LATENT with samples \[1, C, L\], C=32"):
-        _init(video, {"samples": torch.zeros(1, 64, 11), "type": "audio"}, 0.5)
-    with pytest.raises(ValueError, match=r"^video_latent: holds a batch of 2 clips; MOVA nodes take one clip"):
-        _init({"samples": torch.zeros(2, *VIDEO_SHAPE[1:])}, audio, 0.5)
 
 

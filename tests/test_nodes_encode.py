@@ -11,11 +11,11 @@ import torch
 from comfyui_mova_av.mova_core.media.resample import resample
 from comfyui_mova_av.mova_core.pipeline import MovaPipeline
 from comfyui_mova_av.mova_core.tiny import cached_tiny_checkpoint
-from comfyui_mova_av.nodes.latents import (audio_latent, empty_latent, init_latents, latent_samples, plan_encode,
-                                           video_latent)
+from comfyui_mova_av.mova_core.settings import ClipGeometry, ClipSettings
+from comfyui_mova_av.nodes.latents import audio_latent, empty_latent, latent_samples, plan_encode, video_latent
 
 RATE = 48000
-GEOMETRY = dict(size_multiples=(16, 16), temporal_factor=4, sample_rate=RATE,
+GEOMETRY = dict(geometry=ClipGeometry(size_multiples=(16, 16), temporal_factor=4), sample_rate=RATE,
                 num_samples_for=lambda frames, fps: int(RATE * frames / fps))
 
 
@@ -87,8 +87,7 @@ def test_an_empty_latent_tells_the_sampler_what_to_connect():
     empty_video = empty_latent("video_latent", only_audio, channels=16, spatial_multiple=(16, 16))
     with pytest.raises(ValueError, match=r"video_latent: MOVA Encode got only audio, .* connect images to MOVA "
                                          r"Encode \(5 frames, .*\), or a video_latent from a MOVA Sampler with frames=5"):
-        init_latents(empty_video, {"samples": torch.zeros(1, 32, 5)}, 0.5, video_shape=(1, 16, 2, 4, 6),
-                     audio_shape=(1, 32, 5), clip={"width": 48, "height": 32, "frames": 5, "fps": 24.0})
+        latent_samples(empty_video, "video_latent", 16, 5)
 
 
 def test_resampling_keeps_a_tone_in_place():
@@ -110,14 +109,11 @@ def test_encoded_latents_are_what_the_samplers_re_generation_accepts(tiny_pipeli
     pipe = tiny_pipeline
     rate = pipe.audio_vae.sample_rate
     fps = 24.0
-    plan = plan_encode(images(), audio(0.3, rate=rate), fps, size_multiples=pipe.size_multiples,
-                       temporal_factor=pipe.video_vae.config.temporal_factor, sample_rate=rate,
+    plan = plan_encode(images(), audio(0.3, rate=rate), fps, geometry=pipe.geometry, sample_rate=rate,
                        num_samples_for=pipe.audio_num_samples)
-    raw = pipe.video_vae.denormalize(pipe.encode_video(plan.images))
-    video = video_latent(raw, fps=fps, frames=plan.frames, height=plan.height, width=plan.width)
-    sound = audio_latent(pipe.encode_audio(plan.waveform), sample_rate=rate, num_samples=plan.num_samples, fps=fps,
-                         frames=plan.frames)
-    video_shape, audio_shape = pipe.latent_shapes(plan.height, plan.width, plan.frames, fps)
-    inits = init_latents(video, sound, 0.3, video_shape=video_shape, audio_shape=audio_shape,
-                         clip={"width": plan.width, "height": plan.height, "frames": plan.frames, "fps": fps})
-    assert inits is not None and tuple(inits[0].shape) == video_shape and tuple(inits[1].shape) == audio_shape
+    video = pipe.encode_video(plan.images)
+    sound = pipe.encode_audio(plan.waveform)
+    settings = ClipSettings(height=plan.height, width=plan.width, num_frames=plan.frames, fps=fps, steps=2,
+                            denoising_strength=0.3)
+    run = pipe.prepare(settings, video_init=video, audio_init=sound)
+    assert torch.equal(run.video_init, video) and torch.equal(run.audio_init, sound)

@@ -6,8 +6,9 @@ import re
 
 import pytest
 
-from comfyui_mova_av.nodes.widgets import (DECODE, LORA_STRENGTHS, SAMPLER, NumberSpec, choice_problem, clip_problem,
-                                           range_problems, tile_problem)
+from comfyui_mova_av.mova_core.settings import BOUNDS, ClipGeometry, ClipSettings
+from comfyui_mova_av.nodes.widgets import (DECODE, LORA_STRENGTHS, SAMPLER, NODE_NAMES, NumberSpec, choice_problem,
+                                           clip_problem, range_problems, sampler_settings, tile_problem)
 
 GOOD_CLIP = dict(width=640, height=352, frames=193, fps=24.0, steps=50)
 
@@ -26,7 +27,7 @@ def test_denoise_is_like_ksamplers():
 
 def test_defaults_are_official_and_valid():
     assert clip_problem(**{name: SAMPLER[name].default for name in GOOD_CLIP}) is None
-    assert (SAMPLER["steps"].default, SAMPLER["video_shift"].default, SAMPLER["boundary"].default) == (50, 5.0, 0.9)
+    assert (SAMPLER["steps"].default, SAMPLER["video_shift"].default, SAMPLER["boundary"].default) == (50, 0.0, -1.0)
     for spec in [*SAMPLER.values(), *LORA_STRENGTHS.values(), *DECODE.values()]:
         assert spec.problem(spec.default) is None, spec.name
 
@@ -37,9 +38,11 @@ def test_defaults_are_official_and_valid():
     ({"frames": 192}, r"frames=192 must be 4k\+1 .*nearest valid value: 193"),
     ({"frames": 6}, r"frames=6 .*nearest valid value: 5"),
     ({"width": 5000}, r"width=5000 is outside 16 .. 4096; nearest valid value: 4096"),
-    ({"steps": 0}, r"steps=0 is outside 1 .. 200; nearest valid value: 1"),
+    ({"steps": 0}, r"steps=0 is outside 1 .. 1000; nearest valid value: 1"),
     ({"fps": 0.0}, r"fps=0 is outside 1 .. 120"),
-    ({"fps": float("nan")}, r"fps=nan must be a number"),
+    ({"fps": float("nan")}, r"fps=nan must be a finite number"),
+    ({"frames": 2}, r"frames=2 .*nearest valid value: 1"),
+    ({"frames": 3}, r"frames=3 .*nearest valid value: 5"),
     ({"frames": 5.5}, r"frames=5.5 must be a whole number"),
     ({"width": True}, r"width=True must be a whole number"),
 ])
@@ -49,9 +52,9 @@ def test_bad_clip_settings_name_the_input_and_the_fix(changes, expected):
 
 
 def test_model_specific_multiples_are_used_when_given():
-    assert clip_problem(**{**GOOD_CLIP, "width": 648}, spatial_multiple=8) is None
-    assert "multiple of 32" in clip_problem(**{**GOOD_CLIP, "width": 656}, spatial_multiple=32)
-    assert "8k+1" in clip_problem(**{**GOOD_CLIP, "frames": 197}, temporal_factor=8)
+    assert clip_problem(**{**GOOD_CLIP, "width": 648}, geometry=ClipGeometry((8, 8), 4)) is None
+    assert "multiple of 32" in clip_problem(**{**GOOD_CLIP, "width": 656}, geometry=ClipGeometry((16, 32), 4))
+    assert "8k+1" in clip_problem(**{**GOOD_CLIP, "frames": 197}, geometry=ClipGeometry((16, 16), 8))
 
 
 def test_range_problems_ignores_unknown_names_and_lists_every_bad_value():
@@ -87,3 +90,25 @@ def test_tile_settings(size, overlap, expected):
     else:
         assert problem is not None and re.search(expected, problem), problem
     assert tile_problem(False, size, overlap) is None  # untiled decode ignores the tile widgets
+
+
+def test_checkpoint_value_widgets_mean_none_and_other_values_override():
+    defaults = {name: spec.default for name, spec in SAMPLER.items()}
+    settings = sampler_settings({**defaults, "seed": 3})
+    assert (settings.video_shift, settings.audio_shift, settings.boundary_ratio) == (None, None, None)
+    assert settings.num_frames == 193 and settings.denoising_strength == 1.0 and settings.seed == 3
+    overridden = sampler_settings({**defaults, "seed": 3, "video_shift": 3.0, "boundary": 0.0})
+    assert (overridden.video_shift, overridden.audio_shift, overridden.boundary_ratio) == (3.0, None, 0.0)
+    assert SAMPLER["boundary"].minimum == -1.0 and SAMPLER["boundary"].low == 0.0
+    assert SAMPLER["boundary"].problem(-1.0) is None
+    assert "(or -1 = the checkpoint's value)" in SAMPLER["boundary"].problem(-0.5)
+    assert "(or 0 = the checkpoint's value)" in SAMPLER["video_shift"].problem(0.05)
+
+
+def test_sampler_widgets_take_the_cores_documented_ranges():
+    core_names = {widget: core for core, widget in NODE_NAMES.items()}
+    for name, spec in SAMPLER.items():
+        bounds = BOUNDS[core_names.get(name, name)]
+        assert (spec.low, spec.high, spec.integer) == (bounds.low, bounds.high, bounds.integer), name
+        assert name in {f.replace("num_frames", "frames") for f in ClipSettings.__dataclass_fields__} | {
+            "boundary", "denoise"}, name

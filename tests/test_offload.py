@@ -32,4 +32,4 @@ def test_offloaded_pipeline_gives_the_same_clip(tmp_path):
     offloaded_pipe = MovaPipeline.from_pretrained(folder, dtype=torch.float32, offload=True)
     offloaded = offloaded_pipe.generate("a cat", **args)
     assert torch.equal(resident.video, offloaded.video) and torch.equal(resident.audio, offloaded.audio)
-    assert offloaded_pipe.placement.active == {"audio_vae"}
+    assert offloaded_pipe.residency.placement.active == {"audio_vae"}

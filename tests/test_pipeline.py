@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from conftest import REPO_ROOT
-from mova_core.pipeline import MovaPipeline, check_generation_arguments, seeded_noise, size_multiples
+from mova_core.pipeline import MovaPipeline, seeded_noise
+from mova_core.settings import ClipGeometry, ClipSettings, check_settings, size_multiples
 from mova_core.tiny import cached_tiny_checkpoint, write_tiny_checkpoint
 
 SMALL = dict(height=32, width=48, num_frames=5, fps=24.0, steps=2)
@@ -35,10 +36,11 @@ def test_height_and_width_follow_their_own_patch_side():
     assert size_multiples((1, 2, 2), 8) == (16, 16)
     assert size_multiples((1, 2, 4), 8) == (16, 32)
     assert size_multiples((2, 4, 1), 8) == (32, 16)
-    clip = dict(num_frames=13, fps=25.0, steps=4, spatial_multiple=(16, 32), temporal_factor=4)
-    check_generation_arguments(height=48, width=64, **clip)
+    geometry = ClipGeometry(size_multiples=(16, 32), temporal_factor=4)
+    clip = dict(num_frames=13, fps=25.0, steps=4)
+    check_settings(ClipSettings(height=48, width=64, **clip), geometry)
     with pytest.raises(ValueError, match="width=48 must be a positive multiple of 32; nearest valid value: 32"):
-        check_generation_arguments(height=48, width=48, **clip)
+        check_settings(ClipSettings(height=48, width=48, **clip), geometry)
 
 
 def test_bad_fps_image_and_options_are_refused(pipe):
@@ -168,16 +170,25 @@ def test_low_strength_stays_close_to_the_given_latents(pipe, original):
 
 
 def test_given_latents_are_checked(pipe, original):
-    with pytest.raises(ValueError, match="denoising_strength=0.5 needs video_init and audio_init"):
+    with pytest.raises(ValueError, match="denoising_strength=0.5 re-generates given latents, but video_init and "
+                                         "audio_init are missing"):
         pipe.generate("a cat", denoising_strength=0.5, **SMALL)
-    with pytest.raises(ValueError, match="pass both video_init and audio_init"):
+    with pytest.raises(ValueError, match="but audio_init is missing: give both video_init and audio_init"):
         pipe.generate("a cat", video_init=original.video_latents, denoising_strength=0.5, **SMALL)
-    with pytest.raises(ValueError, match=r"video_init has shape .*; this size/frames/fps needs"):
+    with pytest.raises(ValueError, match=r"video_init has shape .*, but height=32, width=48, num_frames=5, fps=24 needs"):
         pipe.generate("a cat", video_init=original.video_latents[:, :, :1], audio_init=original.audio_latents,
                       denoising_strength=0.5, **SMALL)
-    with pytest.raises(ValueError, match="denoising_strength must lie in"):
-        pipe.generate("a cat", video_init=original.video_latents, audio_init=original.audio_latents,
-                      denoising_strength=0.0, **SMALL)
+
+
+def test_zero_strength_returns_the_given_latents_without_running_a_model(pipe, original):
+    def no_model_pass():
+        raise AssertionError("a model pass ran")
+
+    again = pipe.generate("a cat", video_init=original.video_latents, audio_init=original.audio_latents,
+                          denoising_strength=0.0, check_cancelled=no_model_pass, **SMALL)
+    assert torch.equal(again.video_latents, original.video_latents)
+    assert torch.equal(again.audio_latents, original.audio_latents)
+    assert torch.equal(again.video, original.video) and torch.equal(again.audio, original.audio)
 
 
 def test_a_decoded_clip_encodes_to_init_latents(pipe, original):

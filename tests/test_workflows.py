@@ -32,7 +32,9 @@ PACK_NODES = {"MOVAModelLoader", "MOVALoraLoader", "MOVATextEncode", "MOVAPrompt
 SHIPPED = {"mova_i2va_basic", "mova_t2va", "mova_i2va_prompt_rewriter", "mova_lora_stack", "mova_i2va_low_vram",
            "mova_i2va_first_last"}
 OFFICIAL_SAMPLER = {"width": 640, "height": 352, "frames": 193, "fps": 24.0, "steps": 50, "text_cfg": 5.0,
-                    "bridge_cfg": 1.0, "video_shift": 5.0, "audio_shift": 5.0, "boundary": 0.9, "denoise": 1.0}
+                    "bridge_cfg": 1.0, "denoise": 1.0}
+CHECKPOINT_SAMPLER = {"video_shift": 0.0, "audio_shift": 0.0, "boundary": -1.0}
+"""Widget values that mean "the checkpoint's" (so the graph computes what MovaPipeline.generate computes)."""
 HF_ORG = "https://huggingface.co/OpenMOSS-Team/"
 
 
@@ -95,6 +97,7 @@ def test_sampler_starts_from_the_official_settings(path: Path):
     sampler, = _nodes(json.loads(path.read_text(encoding="utf-8")), "MOVASampler")
     values = _values(sampler)
     assert {key: values[key] for key in OFFICIAL_SAMPLER} == OFFICIAL_SAMPLER
+    assert {key: values[key] for key in CHECKPOINT_SAMPLER} == CHECKPOINT_SAMPLER
     assert values["control_after_generate"] == "fixed", "examples reproduce the same clip"
 
 
