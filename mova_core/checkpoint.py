@@ -30,8 +30,8 @@ class FolderCheckpoint:
         self.path = Path(root)
         if not (self.path / MODEL_INDEX).is_file():
             raise FileNotFoundError(
-                f"{self.path} is not a MOVA folder: {MODEL_INDEX} is missing. Point `path` at the folder that holds "
-                f"{MODEL_INDEX}, video_dit/, audio_dit/, ..., or at a packed MOVA .safetensors file.")
+                f"{self.path} is not a MOVA folder: {MODEL_INDEX} is missing. Give the folder that holds "
+                f"{MODEL_INDEX}, video_dit/, audio_dit/, ..., or a packed MOVA .safetensors file.")
 
     def component(self, name: str) -> Path:
         return self.path / name

@@ -1,17 +1,25 @@
-"""Command line: ``python -m mova_core demo``, ``generate`` and ``pack``."""
+"""Command line: ``python -m mova_core demo``, ``generate`` and ``pack``.
+
+Everything the user gives is checked before a model loads (output place, loudness target, images); a
+mistake prints one ``error: ...`` line and exits with status 2 (``--debug`` shows the traceback).
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
 import torch
+from PIL import Image
 from tqdm import tqdm
 
+from .conditioning import to_image_tensor
 from .media import LoudnessTarget
+from .media.files import writable_folder_problem
 from .pack import pack_checkpoint
 from .pipeline import OFFICIAL_NEGATIVE_PROMPT, MovaPipeline
 from .sampler import StepInfo
@@ -20,12 +28,15 @@ from .tiny import cached_tiny_checkpoint
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
           "float8_e4m3fn": torch.float8_e4m3fn}
 DEMO_PROMPT = "A woman sings on the beach at night while the waves crash; the audio shows her voice and the sea."
+CLIP_NAME = "clip.mp4"  # the file name a folder given to --out receives (numbered when taken)
+USAGE_ERROR = 2  # exit status of a refused command line, as argparse uses
 
 
 def _add_sampling_arguments(parser: argparse.ArgumentParser, *, height: int, width: int, frames: int,
                             steps: int) -> None:
-    parser.add_argument("--out", type=Path, default=Path("clip.mp4"),
-                        help="output .mp4; an existing file is never overwritten (a numbered name is used)")
+    parser.add_argument("--out", default=CLIP_NAME,
+                        help=f"output .mp4, or a folder (existing, or ending in /) to write {CLIP_NAME} into; an "
+                             "existing file is never overwritten (a numbered name is used)")
     parser.add_argument("--height", type=int, default=height)
     parser.add_argument("--width", type=int, default=width)
     parser.add_argument("--frames", type=int, default=frames, help="number of frames, 4k+1")
@@ -36,6 +47,7 @@ def _add_sampling_arguments(parser: argparse.ArgumentParser, *, height: int, wid
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--loudness", type=float, default=None, metavar="LUFS",
                         help="normalise the soundtrack to this integrated loudness (off by default, as officially)")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,12 +80,70 @@ def build_parser() -> argparse.ArgumentParser:
                            "bfloat16); default: keep the folder's dtypes")
     pack.add_argument("--no-text-encoder", action="store_true",
                       help="leave umT5 and its tokenizer out (encode prompts with ComfyUI's CLIPLoader(type='wan'))")
+    pack.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return parser
 
 
+def clip_path(out: str) -> Path:
+    """Where ``--out`` puts the clip: into a folder (existing, or written with a trailing slash) as a numbered
+    :data:`CLIP_NAME`, else the ``.mp4`` file named; ValueError when it cannot be written there."""
+    path = Path(out)
+    if path.is_dir() or out.endswith(("/", os.sep)):
+        path = path / CLIP_NAME
+    elif path.suffix.lower() != ".mp4":
+        raise ValueError(f"--out {out}: the clip is an MP4 (H.264 video + AAC audio); give a file name ending in "
+                         ".mp4, or a folder (an existing one, or one ending in /).")
+    problem = writable_folder_problem(path.parent)
+    if problem:
+        raise ValueError(f"--out {out}: {problem}; choose another place.")
+    return path
+
+
+def loudness_target(lufs: float | None) -> LoudnessTarget | None:
+    """``--loudness`` as a checked target (None: no normalisation)."""
+    try:
+        return None if lufs is None else LoudnessTarget(lufs=lufs)
+    except ValueError as error:
+        raise ValueError(f"--loudness {lufs:g}: {error}") from None
+
+
+def open_image(file: Path | None, option: str) -> Image.Image | None:
+    """The picture given to ``option``, checked now (a bad file fails before the model loads)."""
+    if file is None:
+        return None
+    try:
+        image = Image.open(file)
+        image.load()
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{option} {file}: not a readable image ({error}).") from None
+    to_image_tensor(image, name=option)
+    return image
+
+
+class _LateBar:
+    """A tqdm bar opened on first use, so it appears only once the command's checks have passed; closed on exit."""
+
+    def __init__(self, **options: object):
+        self.options = options
+        self.bar: tqdm | None = None
+
+    def __enter__(self) -> "_LateBar":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def get(self) -> tqdm:
+        if self.bar is None:
+            self.bar = tqdm(**self.options)
+        return self.bar
+
+
 def _pack(args: argparse.Namespace) -> Path:
-    with tqdm(desc="packing", unit="B", unit_scale=True, unit_divisor=1024) as bar:
+    with _LateBar(desc="packing", unit="B", unit_scale=True, unit_divisor=1024) as late:
         def on_progress(done: int, total: int) -> None:
+            bar = late.get()
             bar.total = total
             bar.update(done - bar.n)
 
@@ -81,37 +151,43 @@ def _pack(args: argparse.Namespace) -> Path:
                                include_text_encoder=not args.no_text_encoder, progress=on_progress)
 
 
-def _run(pipe: MovaPipeline, args: argparse.Namespace, *, negative_prompt: str, image: object = None,
-         **options: object) -> Path:
-    with tqdm(total=args.steps, desc="denoising", unit="step") as bar:
+def _run(pipe: MovaPipeline, args: argparse.Namespace, out: Path, loudness: LoudnessTarget | None, *,
+         negative_prompt: str, image: object = None, **options: object) -> Path:
+    with _LateBar(total=args.steps, desc="denoising", unit="step") as late:
         def on_step(info: StepInfo) -> None:
-            bar.set_postfix(t=f"{info.video_timestep:.0f}", expert=info.expert)
-            bar.update(1)
+            late.get().set_postfix(t=f"{info.video_timestep:.0f}", expert=info.expert)
+            late.get().update(1)
 
         result = pipe.generate(args.prompt, negative_prompt=negative_prompt, image=image, height=args.height,
                                width=args.width, num_frames=args.frames, fps=args.fps, steps=args.steps,
                                text_cfg=args.text_cfg, bridge_cfg=args.bridge_cfg, seed=args.seed, callback=on_step,
                                **options)
-    loudness = None if args.loudness is None else LoudnessTarget(lufs=args.loudness)
-    return result.save(args.out, loudness=loudness)
+    return result.save(out, loudness=loudness)
+
+
+def _command(args: argparse.Namespace) -> Path:
+    """Run the chosen command; the path written."""
+    if args.command == "pack":
+        return _pack(args)
+    out, loudness = clip_path(args.out), loudness_target(args.loudness)
+    if args.command == "demo":
+        pipe = MovaPipeline.from_pretrained(cached_tiny_checkpoint(args.cache), dtype=torch.float32)
+        return _run(pipe, args, out, loudness, negative_prompt="")
+    image, last_image = open_image(args.image, "--image"), open_image(args.last_image, "--last-image")
+    pipe = MovaPipeline.from_pretrained(args.model, dtype=DTYPES[args.dtype], device=args.device, offload=args.offload)
+    return _run(pipe, args, out, loudness, negative_prompt=args.negative_prompt, image=image, last_image=last_image)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
-    if args.command == "demo":
-        pipe = MovaPipeline.from_pretrained(cached_tiny_checkpoint(args.cache), dtype=torch.float32)
-        path = _run(pipe, args, negative_prompt="")
-    elif args.command == "pack":
-        path = _pack(args)
-    else:
-        from PIL import Image
-
-        image, last_image = (None if file is None else Image.open(file).convert("RGB")
-                             for file in (args.image, args.last_image))
-        pipe = MovaPipeline.from_pretrained(args.model, dtype=DTYPES[args.dtype], device=args.device,
-                                            offload=args.offload)
-        path = _run(pipe, args, negative_prompt=args.negative_prompt, image=image, last_image=last_image)
+    try:
+        path = _command(args)
+    except (ValueError, OSError) as error:  # bad input or files: one line, unless --debug
+        if args.debug:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return USAGE_ERROR
     print(f"wrote {path} in {time.perf_counter() - started:.1f} s")
     return 0
 

@@ -28,11 +28,21 @@ from PIL import Image
 from .video_vae import VideoVAE
 
 ImageInput = Any  # PIL.Image.Image | np.ndarray | torch.Tensor
+SIXTEEN_BIT_GREY_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")  # how Pillow opens 16-bit grey PNG/TIFF files
+
+
+def _pil_rgb(image: Image.Image) -> torch.Tensor:
+    """A PIL image as uint8 ``[H, W, 3]``; 16-bit grey is scaled to 8 bits (``convert("RGB")`` would clip it to
+    white), every other mode is converted as the official script does."""
+    if image.mode in SIXTEEN_BIT_GREY_MODES:
+        grey = np.clip(np.rint(np.asarray(image, dtype=np.float64) / 257.0), 0, 255).astype(np.uint8)
+        return torch.from_numpy(np.repeat(grey[..., None], 3, axis=2))
+    return torch.from_numpy(np.array(image.convert("RGB")))
 
 
 def _as_tensor(image: ImageInput, name: str) -> torch.Tensor:
     if isinstance(image, Image.Image):
-        return torch.from_numpy(np.array(image.convert("RGB")))
+        return _pil_rgb(image)
     if isinstance(image, np.ndarray):
         return torch.from_numpy(np.ascontiguousarray(image))
     if isinstance(image, torch.Tensor):

@@ -19,7 +19,7 @@ from torch import nn
 
 from .audio_vae import DACConfig
 from .bridge import DualTowerBridge
-from .checkpoint import FolderCheckpoint
+from .checkpoint import MODEL_INDEX, FolderCheckpoint
 from .config import BridgeConfig, ConfigBase, DiTConfig, read_json
 from .dit import DiTTower
 from .loading import (FP8_DTYPES, SUPPORTED_DTYPES, CheckpointError, build_on_meta, component_config, storage_dtype,
@@ -105,6 +105,10 @@ def pack_checkpoint(folder: str | Path, out_file: str | Path, *, dtype: torch.dt
     ``include_text_encoder=False`` leaves umT5 and its tokenizer out. ``progress(bytes_done, bytes_total)``
     is called after each tensor.
     """
+    if not (Path(folder) / MODEL_INDEX).is_file():
+        already = " A .safetensors file needs no packing: load it directly." if Path(folder).suffix == ".safetensors" else ""
+        raise FileNotFoundError(f"{folder} is not a MOVA folder ({MODEL_INDEX} is missing): pack takes the downloaded "
+                                f"folder that holds {MODEL_INDEX} and one folder per component.{already}")
     source = FolderCheckpoint(folder)
     out = Path(out_file)
     if out.suffix != ".safetensors":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +11,11 @@ import torch
 import folder_paths
 from comfy_api.latest import InputImpl, Types, io, ui
 
-from ..mova_core.media import frame_rate, write_mp4
+from ..mova_core.media import frame_rate, sync_problem, write_mp4
 from .comfy_io import CATEGORY, MovaModelType, number_input
 from .comfy_model import MovaModel
 from .generation import decode_audio, decode_video
-from .latents import clip_info
+from .latents import latent_settings
 from .widgets import DECODE, MUX, tile_problem
 
 DEFAULT_FPS = 24.0
@@ -26,7 +27,7 @@ class MOVADecode(io.ComfyNode):
         return io.Schema(
             node_id="MOVADecode", display_name="MOVA Decode", category=CATEGORY,
             description="Decodes MOVA latents: video with the Wan 2.1 VAE (optionally tiled for low VRAM), audio with "
-                        "MOVA's DAC (trimmed to the clip, optional loudness normalisation).",
+                        "MOVA's DAC (trimmed to the video, optional loudness normalisation).",
             inputs=[
                 MovaModelType.Input("mova_model"),
                 io.Latent.Input("video_latent"),
@@ -58,14 +59,44 @@ class MOVADecode(io.ComfyNode):
             raise ValueError(problem)
         images = decode_video(mova_model, video_latent, (tile_size, tile_overlap) if tiled_decode else None)
         audio = decode_audio(mova_model, audio_latent, target_lufs if normalize_loudness else None)
-        return io.NodeOutput(images, audio, float(clip_info(video_latent).get("fps", DEFAULT_FPS)))
+        return io.NodeOutput(images, audio, float(latent_settings(video_latent).get("fps", DEFAULT_FPS)))
+
+
+def metadata_disabled() -> bool:
+    """ComfyUI's ``--disable-metadata`` (``comfy.cli_args.args``), read as SaveVideo does; False when it cannot be
+    read as a boolean (tests set it on the stand-in's ``comfy.cli_args.args``)."""
+    try:
+        from comfy.cli_args import args
+    except ImportError:
+        return False
+    return getattr(args, "disable_metadata", False) is True
 
 
 def _workflow_metadata(prompt: Any, extra_pnginfo: Any) -> dict[str, str]:
-    """ComfyUI's "prompt"/"workflow" tags, so dropping the mp4 onto ComfyUI reloads the graph."""
+    """ComfyUI's "prompt"/"workflow" tags, so dropping the mp4 onto ComfyUI reloads the graph; none with
+    ``--disable-metadata``."""
+    if metadata_disabled():
+        return {}
     metadata = {"prompt": prompt} if prompt is not None else {}
     metadata.update(extra_pnginfo or {})
     return {key: json.dumps(value) for key, value in metadata.items()}
+
+
+def prefix_problem(filename_prefix: str) -> str | None:
+    """Why ``filename_prefix`` gives no proper file name (empty, ending in a slash, or hidden), or None."""
+    name = os.path.basename(filename_prefix.strip())
+    if name and not name.startswith("."):
+        return None
+    return (f"filename_prefix={filename_prefix!r} gives no visible file name (it is empty, ends with a slash or "
+            f"starts with a dot); end it with a name, e.g. {filename_prefix.strip().rstrip('/') or 'MOVA'}/mova.")
+
+
+def _mux_problem(images: torch.Tensor, audio: dict | None, fps: float, filename_prefix: str) -> str | None:
+    """Why the mux would write a wrong or hidden file, or None."""
+    problem = prefix_problem(filename_prefix)
+    if problem or audio is None:
+        return problem
+    return sync_problem(images.shape[0], audio["waveform"].shape[-1], int(audio["sample_rate"]), fps)
 
 
 class MOVAAVMux(io.ComfyNode):
@@ -87,8 +118,17 @@ class MOVAAVMux(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, filename_prefix: str | None = None) -> bool | str:
+        if filename_prefix is None:  # linked: checked when the node runs
+            return True
+        return prefix_problem(filename_prefix) or True
+
+    @classmethod
     def execute(cls, images: torch.Tensor, fps: float, filename_prefix: str, crf: int,
                 audio: dict | None = None) -> io.NodeOutput:
+        problem = _mux_problem(images, audio, fps, filename_prefix)
+        if problem:
+            raise ValueError(problem)
         images = images[..., :3]
         folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
             filename_prefix, folder_paths.get_output_directory(), images.shape[2], images.shape[1])

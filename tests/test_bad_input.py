@@ -4,6 +4,7 @@ file) and the fix, and that nothing was lost or left behind."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -12,11 +13,17 @@ import textwrap
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+from comfyui_mova_av.nodes.model_folders import resolve_model
+from mova_core import cli
+from mova_core.conditioning import to_image_tensor
 from mova_core.config import ConfigError
 from mova_core.loading import CheckpointError
+from mova_core.media import sync_problem, write_mp4
 from mova_core.lora import LoraError, load_lora
 from mova_core.pack import pack_checkpoint
 from mova_core.pipeline import MovaPipeline
@@ -213,3 +220,174 @@ def test_handlers_are_back_after_a_write(tmp_path):
         write_atomically(tmp_path / "b.bin", lambda temp: (_ for _ in ()).throw(OSError("disk on fire")))
     assert {signum: signal.getsignal(signum) for signum in STOPS} == before
     assert files_under(tmp_path) == ["a.bin"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Command line: refused before the model loads, one line, exit status 2; outputs never lost
+
+@pytest.fixture
+def loads(monkeypatch) -> list[Path]:
+    """Records every model load of the CLI (the refused cases must not reach it)."""
+    loaded: list[Path] = []
+    original = MovaPipeline.from_pretrained.__func__
+
+    def record(cls, path, *args, **kwargs):
+        loaded.append(Path(path))
+        return original(cls, path, *args, **kwargs)
+
+    monkeypatch.setattr(MovaPipeline, "from_pretrained", classmethod(record))
+    return loaded
+
+
+def demo(*arguments: str) -> int:
+    return cli.main(["demo", "--steps", "1", "--frames", "5", *arguments])
+
+
+@pytest.mark.parametrize("out, message", [
+    ("clip.wav", "the clip is an MP4 .*ending in .mp4"),
+    ("clip", "the clip is an MP4"),
+    ("a-file/clip.mp4", "a-file is a file, not a folder"),
+])
+def test_cli_refuses_an_output_it_cannot_write_before_loading(tmp_path, monkeypatch, capsys, loads, out, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("keep me")
+    assert demo("--out", out) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: --out {out}: ") and error.count("\n") == 1
+    assert re.search(message, error) and loads == []
+    assert files_under(tmp_path) == ["a-file"] and (tmp_path / "a-file").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("lufs", ["nan", "inf", "5", "-90"])
+def test_cli_refuses_a_bad_loudness_target_before_loading(tmp_path, capsys, loads, lufs):
+    assert demo("--loudness", lufs, "--out", str(tmp_path / "clip.mp4")) == 2
+    assert "error: --loudness" in capsys.readouterr().err and loads == [] and files_under(tmp_path) == []
+
+
+def test_cli_writes_into_a_folder_and_never_overwrites(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "existing").mkdir()
+    assert demo("--out", "existing") == 0 and demo("--out", "new/") == 0
+    first = (tmp_path / "existing" / "clip.mp4").read_bytes()
+    assert demo("--out", "existing/clip.mp4", "--seed", "1") == 0
+    assert files_under(tmp_path) == ["existing/clip.mp4", "existing/clip_00001.mp4", "new/clip.mp4"]
+    assert (tmp_path / "existing" / "clip.mp4").read_bytes() == first
+
+
+def test_cli_errors_are_one_line_and_debug_shows_the_traceback(tmp_path, capsys):
+    folder = tmp_path / "not-a-model"
+    folder.mkdir()
+    arguments = ["generate", "--model", str(folder), "--prompt", "x", "--out", str(tmp_path / "c.mp4")]
+    assert cli.main(arguments) == 2
+    error = capsys.readouterr().err
+    assert error == f"error: {folder} is not a MOVA folder: model_index.json is missing. Give the folder that holds " \
+                    "model_index.json, video_dit/, audio_dit/, ..., or a packed MOVA .safetensors file.\n"
+    with pytest.raises(FileNotFoundError):
+        cli.main([*arguments, "--debug"])
+
+
+def test_cli_pack_of_a_file_says_pack_takes_a_folder(tmp_path, capsys):
+    packed = tmp_path / "model.safetensors"
+    packed.write_bytes(b"\0" * 16)
+    assert cli.main(["pack", "--model", str(packed), "--out", str(tmp_path / "out.safetensors")]) == 2
+    error = capsys.readouterr().err
+    assert "pack takes the downloaded folder" in error and "needs no packing" in error
+    assert files_under(tmp_path) == ["model.safetensors"]
+
+
+@pytest.mark.parametrize("option", ["--image", "--last-image"])
+def test_cli_refuses_an_unreadable_image_before_loading(tmp_path, capsys, loads, option):
+    (tmp_path / "frame.png").write_bytes(b"not a png")
+    arguments = ["generate", "--model", str(cached_tiny_checkpoint()), "--prompt", "x", "--out", str(tmp_path / "c.mp4"),
+                 option, str(tmp_path / "frame.png")]
+    assert cli.main(arguments) == 2
+    assert f"error: {option} {tmp_path / 'frame.png'}: not a readable image" in capsys.readouterr().err and loads == []
+
+
+@pytest.mark.parametrize("prompt", ["", "🎵 Ein Lied, 一首歌, أغنية", "the sea " * 3000])
+def test_unicode_empty_and_very_long_prompts_make_a_clip(tmp_path, prompt):
+    assert demo("--prompt", prompt, "--out", str(tmp_path / "clip.mp4")) == 0
+    assert files_under(tmp_path) == ["clip.mp4"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX resource limits")
+def test_a_full_disk_leaves_nothing_behind(tmp_path):
+    """A file-size limit (RLIMIT_FSIZE) makes every write past 20 kB fail as a full disk would, without root."""
+    def small_disk() -> None:
+        import resource
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    cached_tiny_checkpoint()  # built here, not under the limit
+    finished = subprocess.run([sys.executable, "-m", "mova_core", "demo", "--steps", "1", "--frames", "9", "--out",
+                               str(tmp_path / "clip.mp4")], cwd=REPO_ROOT, capture_output=True, text=True,
+                              preexec_fn=small_disk, timeout=300)
+    assert finished.returncode == 2 and finished.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "File too large" in finished.stderr and files_under(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Media and images
+
+def test_sixteen_bit_grey_png_keeps_its_greys(tmp_path):
+    ramp = np.linspace(0, 65535, 48 * 64).reshape(48, 64).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "grey16.png")
+    pixels = to_image_tensor(Image.open(tmp_path / "grey16.png")).float()
+    assert pixels.shape == (48, 64, 3) and pixels[0, 0].tolist() == [0, 0, 0] and pixels[-1, -1].tolist() == [255] * 3
+    assert abs(pixels.mean().item() - 127.5) < 1.0  # not the white frame PIL's own conversion makes
+
+
+def test_surround_audio_is_refused_with_a_downmix_hint(tmp_path):
+    with pytest.raises(ValueError) as caught:
+        write_mp4(tmp_path / "clip.mp4", np.zeros((5, 16, 16, 3), np.float32), np.zeros((6, 10_000), np.float32),
+                  fps=24, sample_rate=48_000)
+    assert "6 channels, e.g. 5.1 surround: downmix it to stereo" in str(caught.value)
+    assert "transposing" not in str(caught.value) and files_under(tmp_path) == []
+
+
+@pytest.mark.parametrize("fps, frames, seconds, fits", [(24, 193, 193 / 24, True), (24, 193, 193 / 24 + 0.03, True),
+                                                        (16, 193, 193 / 24, False), (24, 97, 193 / 24, False)])
+def test_audio_and_frames_must_agree_with_the_fps(fps, frames, seconds, fits):
+    problem = sync_problem(frames, round(seconds * 48_000), 48_000, fps)
+    assert (problem is None) == fits
+    if not fits:
+        assert problem.startswith(f"fps={fps} does not fit the clip") and f"{frames * 48_000 / round(seconds * 48_000):.4g}" in problem
+
+
+@pytest.fixture
+def output_nodes():
+    """nodes/output_nodes.py and MOVA AV Mux under the ComfyUI stand-in."""
+    from comfy_stub import loaded_pack
+
+    with loaded_pack() as pack:
+        yield pack.module("nodes.output_nodes"), pack.nodes["MOVAAVMux"]
+
+
+@pytest.mark.parametrize("prefix", ["", "  ", "MOVA/", ".hidden", "MOVA/.x"])
+def test_mux_refuses_a_prefix_without_a_visible_name(output_nodes, prefix):
+    _, mux = output_nodes
+    assert "gives no visible file name" in mux.validate_inputs(filename_prefix=prefix)
+    with pytest.raises(ValueError, match="gives no visible file name"):
+        mux.execute(torch.zeros(5, 16, 16, 3), 24.0, prefix, 19)
+    assert mux.validate_inputs(filename_prefix="MOVA/mova") is True
+
+
+def test_mux_refuses_an_fps_that_does_not_fit_the_audio(output_nodes):
+    _, mux = output_nodes
+    audio = {"waveform": torch.zeros(1, 2, round(25 / 24 * 48_000)), "sample_rate": 48_000}
+    with pytest.raises(ValueError, match=r"fps=16 does not fit the clip: 25 frames .* Set fps to 24"):
+        mux.execute(torch.zeros(25, 16, 16, 3), 16.0, "MOVA/mova", 19, audio=audio)
+
+
+def test_mux_honours_disable_metadata(output_nodes):
+    module, _ = output_nodes
+    workflow = {"workflow": {"nodes": []}}
+    assert set(module._workflow_metadata({"1": {}}, workflow)) == {"prompt", "workflow"}
+    sys.modules["comfy.cli_args"].args.disable_metadata = True  # what ComfyUI's --disable-metadata sets
+    assert module.metadata_disabled() and module._workflow_metadata({"1": {}}, workflow) == {}
+
+
+@pytest.mark.parametrize("name", ["../outside", "/etc", "a/../../b"])
+def test_model_names_cannot_leave_the_model_folders(tmp_path, name):
+    with pytest.raises(FileNotFoundError, match="relative to models/mova"):
+        resolve_model([tmp_path], name)

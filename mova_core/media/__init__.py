@@ -6,7 +6,7 @@ replacing an existing file unless asked (`overwrite=True`); see `files.write_ato
 
 from .files import unique_path, write_atomically
 from .loudness import LoudnessResult, LoudnessTarget, measure_true_peak_db, normalize_loudness
-from .mp4 import OFFICIAL_AUDIO_BITRATE, OFFICIAL_CRF, audio_samples_for_frames, frame_rate, write_mp4
+from .mp4 import OFFICIAL_AUDIO_BITRATE, OFFICIAL_CRF, audio_samples_for_frames, frame_rate, sync_problem, write_mp4
 from .wav import write_wav
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "frame_rate",
     "measure_true_peak_db",
     "normalize_loudness",
+    "sync_problem",
     "unique_path",
     "write_atomically",
     "write_mp4",

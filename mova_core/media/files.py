@@ -99,6 +99,24 @@ def write_atomically(path: PathLike, write: Callable[[Path], None], *, overwrite
             temp.unlink(missing_ok=True)
 
 
+def writable_folder_problem(folder: PathLike) -> str | None:
+    """Why no file can be written into ``folder`` (missing folders count as creatable), or None.
+
+    Probes the nearest existing folder by creating and removing a hidden file, so read-only mounts and
+    permissions are caught before any long work starts.
+    """
+    existing = Path(folder)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    try:
+        os.unlink(_create_temp_beside(existing / "write-probe"))
+    except OSError as error:
+        return f"cannot create files in {existing} ({error.strerror or error})"
+    return None
+
+
 def _create_temp_beside(target: Path) -> Path:
     """An empty, newly created hidden file in the target's folder (ordinary permissions)."""
     while True:

@@ -21,6 +21,8 @@ _EDGE_PADDING = 32  # zeros around the clip so the FFT's wrap-around does not jo
 _MAX_CHANNELS = 5  # BS.1770 defines channel weights for up to 5 channels (L, R, C, Ls, Rs)
 
 _log = logging.getLogger(__name__)
+LUFS_RANGE = (-70.0, 0.0)  # BS.1770's absolute gate .. full scale
+TRUE_PEAK_RANGE = (-70.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -31,9 +33,11 @@ class LoudnessTarget:
     true_peak_db: float = -1.0
 
     def __post_init__(self) -> None:
-        for field in ("lufs", "true_peak_db"):
-            if not math.isfinite(getattr(self, field)):
-                raise ValueError(f"LoudnessTarget.{field} must be a finite number; got {getattr(self, field)!r}")
+        for field, (low, high) in (("lufs", LUFS_RANGE), ("true_peak_db", TRUE_PEAK_RANGE)):
+            value = getattr(self, field)
+            if not math.isfinite(value) or not low <= value <= high:
+                raise ValueError(f"LoudnessTarget.{field} must be a number from {low:g} to {high:g}; got {value!r} "
+                                 "(e.g. -16 LUFS, -1 dBTP)")
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,18 @@ def audio_samples_for_frames(frames: int, fps: FrameRate, sample_rate: int) -> i
     return round(frames * sample_rate / frame_rate(fps))
 
 
+def sync_problem(frames: int, samples: int, sample_rate: int, fps: FrameRate) -> str | None:
+    """Why ``samples`` of audio and ``frames`` of video would not line up at ``fps`` (they differ by more than a
+    frame: the mux would cut or desync the sound), naming the frame rate that fits; None when they fit."""
+    rate = frame_rate(fps)
+    if abs(samples - audio_samples_for_frames(frames, rate, sample_rate)) <= sample_rate / rate:
+        return None
+    fitting = frames * sample_rate / samples
+    return (f"fps={float(rate):g} does not fit the clip: {frames} frames and {samples / sample_rate:.3f} s of audio "
+            f"make {fitting:.4g} fps, while {frames} frames at fps={float(rate):g} last {float(frames / rate):.3f} s. Set fps "
+            f"to {fitting:.4g} (connect MOVA Decode's fps output), or give audio of the clip's length.")
+
+
 def write_mp4(
     path: PathLike,
     video: ArrayLike,

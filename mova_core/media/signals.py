@@ -68,11 +68,20 @@ def audio_channels(audio: ArrayLike, max_channels: Optional[int], name: str = "a
         channels = f"1..{max_channels}" if max_channels is not None else "at least one"
         raise ValueError(
             f"{name} must have shape [samples] or [channels, samples] with {channels} channels and at "
-            f"least one sample; got {tuple(audio.shape)} (a [samples, channels] array needs transposing)"
+            f"least one sample; got {tuple(audio.shape)}{_shape_hint(audio.shape, limit)}"
         )
     if not np.isfinite(audio).all():
         raise ValueError(f"{name} contains NaN or infinite values")
     return audio.astype(np.float64)
+
+
+def _shape_hint(shape: tuple[int, ...], max_channels: float) -> str:
+    """What probably went wrong with a refused audio shape."""
+    if len(shape) == 2 and shape[0] > shape[1]:
+        return " (a [samples, channels] array needs transposing)"
+    if len(shape) == 2 and shape[0] > max_channels:
+        return f" ({shape[0]} channels, e.g. 5.1 surround: downmix it to stereo or mono first)"
+    return ""
 
 
 def restore_array_type(audio: np.ndarray, like: ArrayLike) -> ArrayLike:
