@@ -74,17 +74,13 @@ def check_backend(backend: str) -> None:
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, backend: str = "sdpa") -> torch.Tensor:
-    """Unmasked softmax attention of ``q`` [B, Lq, H, D] over ``k``/``v`` [B, Lk, H, D] -> [B, Lq, H, D]."""
-    check_backend(backend)
-    return _BACKENDS[backend][1](q, k, v)
+    """Unmasked softmax attention of ``q`` [B, Lq, H, D] over ``k``/``v`` [B, Lk, H, D] -> [B, Lq, H, D].
 
-
-def set_attention_backend(model: nn.Module, backend: str) -> None:
-    """Switch every attention layer inside ``model`` to ``backend``."""
-    check_backend(backend)
-    for module in model.modules():
-        if hasattr(module, "attention_backend"):
-            module.attention_backend = backend
+    Layers check that their backend is installed once, when they are built; a call only looks it up."""
+    entry = _BACKENDS.get(backend)
+    if entry is None:
+        check_backend(backend)  # raises, naming the known and installed backends
+    return entry[1](q, k, v)
 
 
 class QKNormAttention(nn.Module):

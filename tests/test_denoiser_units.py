@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from mova_core.attention import (
-    AttentionBackendError, attention, available_backends, register_backend, set_attention_backend,
+    AttentionBackendError, attention, available_backends, register_backend,
 )
 from mova_core.bridge import DualTowerBridge, load_bridge
 from mova_core.config import BridgeConfig, DiTConfig
@@ -133,10 +133,9 @@ def test_unknown_attention_backend_names_it_and_the_installed_ones():
 
 
 @pytest.mark.skipif("flash" in available_backends(), reason="flash-attn is installed here")
-def test_missing_flash_backend_names_the_package():
-    q = torch.randn(1, 2, 1, 8)
+def test_missing_flash_backend_names_the_package_when_a_layer_is_built():
     with pytest.raises(AttentionBackendError, match=r"'flash'.*'flash_attn'.*installed backends: \['sdpa'\]"):
-        attention(q, q, q, backend="flash")
+        DiTTower(video_config(), attention_backend="flash")
 
 
 def test_registered_backend_is_used_by_every_attention_layer(models, monkeypatch):
@@ -151,11 +150,13 @@ def test_registered_backend_is_used_by_every_attention_layer(models, monkeypatch
 
     register_backend("counting", counting_sdpa)
     assert "counting" in available_backends()
-    video, audio, bridge = models
     x = inputs()
-    expected = joint_forward(video, audio, bridge, **x)
-    for model in models:
-        set_attention_backend(model, "counting")
+    expected = joint_forward(*models, **x)
+    video = seeded(lambda: DiTTower(video_config(), attention_backend="counting"), 1)
+    audio = seeded(lambda: DiTTower(audio_config(), attention_backend="counting"), 2)
+    bridge = seeded(lambda: DualTowerBridge(bridge_config(pooled_adaln=True, apply_first_frame_bias_in_rope=True),
+                                            attention_backend="counting"), 3)
+    assert not calls
     for out, ref in zip(joint_forward(video, audio, bridge, **x), expected):
         assert out.equal(ref)
     # self + text attention per block, two directions + the pooling per bridge layer
