@@ -295,10 +295,13 @@ class TextEncoder:
     def __init__(self, tokenizer: UMT5Tokenizer, model: UMT5Encoder):
         self.tokenizer = tokenizer
         self.model = model
+        self.compute_device: torch.device | None = None
+        """Where prompts are encoded; None = where the token table is (a host that loads weights onto its
+        device in parts, such as ComfyUI in low-VRAM mode, sets it)."""
 
     @property
     def device(self) -> torch.device:
-        return self.model.shared.weight.device
+        return self.compute_device or self.model.shared.weight.device
 
     @property
     def dtype(self) -> torch.dtype:

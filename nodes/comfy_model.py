@@ -60,9 +60,11 @@ def compute_dtype(storage: torch.dtype, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-def operations(storage: torch.dtype):
-    """comfy.ops layers: plain for float32 weights; casting for every other storage (see the facts file)."""
-    return comfy.ops.disable_weight_init if storage == torch.float32 else comfy.ops.manual_cast
+def operations(storage: torch.dtype, compute: torch.dtype, device: torch.device):
+    """comfy.ops layers as ComfyUI picks them for its own models: no casting when the weights are stored in the
+    compute dtype, casting otherwise, fp8 matrix multiplication under ``--fast fp8_matrix_mult`` on a GPU that
+    has it."""
+    return comfy.ops.pick_operations(storage, compute, load_device=device)
 
 
 class DiffusionWrapper(torch.nn.Module):
@@ -147,17 +149,19 @@ class MovaModel:
         shared = self._shared
         if shared.text_encoder is None:
             storage = torch.bfloat16 if shared.storage == torch.float16 else shared.storage
+            device = mm.text_encoder_device()
+            ops = operations(storage, compute_dtype(storage, device), device)
             try:
                 self.pipeline.text_encoder = shared.checkpoint.load_text_encoder(
-                    dtype=storage, device=mm.text_encoder_offload_device(), operations=operations(storage))
+                    dtype=storage, device=mm.text_encoder_offload_device(), operations=ops)
             except FileNotFoundError as error:
                 raise FileNotFoundError(
                     f"mova_model: {error}, so MOVA's own umT5 cannot encode prompts (MOVA Text Encode, or the "
                     "sampler's default negative prompt). Encode prompts with CLIPLoader(type='wan') + CLIPTextEncode "
                     "and connect them to the sampler's positive and negative inputs, or use a checkpoint that "
                     "includes the text encoder.") from None
-            shared.text_encoder = _patcher(self.pipeline.text_encoder.model, mm.text_encoder_device(),
-                                           mm.text_encoder_offload_device())
+            self.pipeline.text_encoder.compute_device = device  # where its patcher loads it
+            shared.text_encoder = _patcher(self.pipeline.text_encoder.model, device, mm.text_encoder_offload_device())
         mm.load_models_gpu([shared.text_encoder])
         return self.pipeline.text_encoder
 
@@ -181,18 +185,20 @@ def load_mova_model(path: Path, weight_dtype: str, attention: str) -> MovaModel:
     storage = STORAGE_DTYPES[weight_dtype]
     load_device, offload = mm.get_torch_device(), mm.unet_offload_device()
     compute = compute_dtype(storage, load_device)
-    ops = operations(storage)
-    dit_args = dict(dtype=storage, device=offload, operations=ops, attention_backend=attention)
+    dit_args = dict(dtype=storage, device=offload, operations=operations(storage, compute, load_device),
+                    attention_backend=attention)
     towers = {name: load_dit(checkpoint.component(name), **dit_args)
               for name in (HIGH_NOISE_EXPERT, LOW_NOISE_EXPERT, "audio_dit")}
     for tower in towers.values():
         tower.compute_dtype_override = compute
     vae_storage = torch.bfloat16 if storage == torch.float8_e4m3fn else storage
-    vae_args = dict(dtype=vae_storage, device=mm.vae_offload_device(), operations=operations(vae_storage))
-    video_vae = load_video_vae(checkpoint.component("video_vae"), compute_dtype=compute_dtype(vae_storage, mm.vae_device()),
-                               **vae_args)
+    vae_device = mm.vae_device()
+    vae_compute = compute_dtype(vae_storage, vae_device)
+    vae_args = dict(dtype=vae_storage, device=mm.vae_offload_device(),
+                    operations=operations(vae_storage, vae_compute, vae_device))
+    video_vae = load_video_vae(checkpoint.component("video_vae"), compute_dtype=vae_compute, **vae_args)
     audio_vae = load_audio_vae(checkpoint.component("audio_vae"), **vae_args)
-    video_vae.compute_device = audio_vae.compute_device = mm.vae_device()  # where their patchers load them
+    video_vae.compute_device = audio_vae.compute_device = vae_device  # where their patchers load them
     pipeline = MovaPipeline(
         video_dit=towers[HIGH_NOISE_EXPERT], video_dit_2=towers[LOW_NOISE_EXPERT], audio_dit=towers["audio_dit"],
         bridge=load_bridge(checkpoint.component("dual_tower_bridge"), **dit_args),
