@@ -27,12 +27,13 @@ from .conditioning import ImageInput, image_condition, prepare_reference_image
 from .config import ModelIndex
 from .dit import DiTTower, load_dit
 from .joint import joint_forward
+from .lora import AppliedLoras, LoraFile, LoraStack, LoraStrengths, load_lora
 from .media import LoudnessTarget, write_mp4
 from .offload import ModelPlacement
 from .residency import PlacedResidency, Residency
-from .sampler import HIGH_NOISE_EXPERT, LOW_NOISE_EXPERT, Guidance, StepInfo, VelocityModel, sample
+from .sampler import AUDIO_TOWER_MODULES, HIGH_NOISE_EXPERT, LOW_NOISE_EXPERT, Guidance, StepInfo, VelocityModel, sample
 from .scheduler import FlowMatchPairScheduler
-from .settings import ClipGeometry, ClipSettings, check_settings, size_multiples
+from .settings import ModelGeometry, GenerationSettings, check_settings, size_multiples
 from .text_encoder import TextEncoder
 from .video_vae import VideoVAE, frames_from_pixels, load_video_vae
 
@@ -89,7 +90,7 @@ class PreparedRun:
     """A checked run (:meth:`MovaPipeline.prepare`): settings with the seed drawn, latent shapes, guidance,
     noise (float32, CPU) and the conditioning inputs, ready for :meth:`MovaPipeline.sample`."""
 
-    settings: ClipSettings
+    settings: GenerationSettings
     guidance: Guidance
     video_shape: tuple[int, ...]
     audio_shape: tuple[int, ...]
@@ -197,13 +198,26 @@ class MovaPipeline:
             offload=offload,
         )
 
+    # -- LoRA -----------------------------------------------------------------------------------
+
+    def add_lora(self, lora: str | Path | LoraFile, strengths: LoraStrengths = LoraStrengths(), *,
+                 merge: bool = False) -> AppliedLoras:
+        """Apply a LoRA (a file or official folder in any supported spelling, or a loaded :class:`LoraFile`) to
+        the video experts, the audio DiT and the Bridge with per-component ``strengths``; LoRAs added one after
+        another stack. The returned handle's ``remove()`` (or ``with`` exit) restores the base model exactly.
+        ``merge=True`` adds the deltas into the weights (faster steps, one weight copy per adapted layer)."""
+        modules = {**self.experts, AUDIO_TOWER_MODULES[0]: self.audio_dit, AUDIO_TOWER_MODULES[1]: self.bridge}
+        if not isinstance(lora, LoraFile):
+            lora = load_lora(lora, modules)
+        return LoraStack().add(lora, strengths).apply(modules, merge=merge)
+
     # -- geometry -------------------------------------------------------------------------------
 
     @property
-    def geometry(self) -> ClipGeometry:
+    def geometry(self) -> ModelGeometry:
         """What this model fixes about valid clips (size multiples, frame factor)."""
         vae = self.video_vae.config
-        return ClipGeometry(size_multiples(self.experts[HIGH_NOISE_EXPERT].config.patch_size, vae.spatial_factor),
+        return ModelGeometry(size_multiples(self.experts[HIGH_NOISE_EXPERT].config.patch_size, vae.spatial_factor),
                             vae.temporal_factor)
 
     def audio_num_samples(self, num_frames: int, fps: float) -> int:
@@ -217,7 +231,7 @@ class MovaPipeline:
 
     # -- stages ---------------------------------------------------------------------------------
 
-    def prepare(self, settings: ClipSettings, *, image: ImageInput | None = None, last_image: ImageInput | None = None,
+    def prepare(self, settings: GenerationSettings, *, image: ImageInput | None = None, last_image: ImageInput | None = None,
                 video_init: torch.Tensor | None = None, audio_init: torch.Tensor | None = None,
                 video_noise: torch.Tensor | None = None, audio_noise: torch.Tensor | None = None,
                 names: Mapping[str, str] | None = None) -> PreparedRun:
@@ -342,7 +356,7 @@ class MovaPipeline:
         ``video_init``/``audio_init`` with ``denoising_strength`` < 1 to re-generate given latents).
         """
         opts = self._options(options)
-        settings = ClipSettings(height=height, width=width, num_frames=num_frames, fps=fps, steps=steps,
+        settings = GenerationSettings(height=height, width=width, num_frames=num_frames, fps=fps, steps=steps,
                                 text_cfg=text_cfg, bridge_cfg=bridge_cfg, seed=seed, video_shift=opts.video_shift,
                                 audio_shift=opts.audio_shift, boundary_ratio=opts.boundary_ratio,
                                 denoising_strength=opts.denoising_strength)

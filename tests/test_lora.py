@@ -602,3 +602,25 @@ def test_official_lora_on_the_real_modules(tmp_path):
         assert not torch.allclose(hooked_out, base_out), f"{name}: the LoRA changed nothing"
         assert_close_to_reference(hooked_out, merged_out, 1e-5, name)  # float32 through the whole tower
     assert all(torch.equal(a, b) for a, b in zip(outputs(), base))
+
+
+# --- the standalone pipeline ---------------------------------------------------------------------
+
+def test_pipeline_add_lora_changes_the_clip_and_removing_it_restores_it(tmp_path):
+    from mova_core.pipeline import MovaPipeline
+    from mova_core.tiny import cached_tiny_checkpoint
+
+    pipe = MovaPipeline.from_pretrained(cached_tiny_checkpoint(), dtype=torch.float32)
+    modules = {**pipe.experts, "audio_dit": pipe.audio_dit, "dual_tower_bridge": pipe.bridge}
+    layers = {key: (down * 0.3, up * 0.3) for key, (down, up) in random_layers(modules).items()}
+    path = save(spelled(layers, "peft"), tmp_path / "lora.safetensors")
+    clip = dict(height=32, width=48, num_frames=5, fps=24.0, steps=2, text_cfg=1.0, seed=3)
+    base = pipe.generate("a cat", **clip)
+    with pipe.add_lora(path, LoraStrengths.grouped(video=1.0, audio=0.0, bridge=0.0)):
+        video_only = pipe.generate("a cat", **clip)
+        with pipe.add_lora(path, LoraStrengths.grouped(video=0.0, audio=1.0, bridge=1.0)):
+            stacked = pipe.generate("a cat", **clip)
+    after = pipe.generate("a cat", **clip)
+    assert not torch.equal(video_only.video_latents, base.video_latents)
+    assert not torch.equal(stacked.audio_latents, video_only.audio_latents)
+    assert torch.equal(after.video_latents, base.video_latents) and torch.equal(after.audio, base.audio)
