@@ -1,7 +1,7 @@
 """What a user chooses for one clip, the documented range of every setting, and the one check of them.
 
 Every front end (the Python API, the command line, the ComfyUI nodes) describes a run as a
-:class:`ClipSettings` and calls :func:`check_settings` before any model is loaded or any step taken;
+:class:`GenerationSettings` and calls :func:`check_settings` before any model is loaded or any step taken;
 the node widgets take their ranges from :data:`BOUNDS`. ``None`` for ``video_shift``,
 ``audio_shift`` and ``boundary_ratio`` means "the checkpoint's value" (``scheduler_config.json`` and
 ``model_index.json``), so an untouched setting computes what the official code computes.
@@ -57,7 +57,7 @@ BOUNDS: dict[str, Bounds] = {
 
 
 @dataclass(frozen=True)
-class ClipSettings:
+class GenerationSettings:
     """One clip's settings. ``seed=None`` draws a random seed; ``None`` shifts and boundary = the checkpoint's.
 
     ``denoising_strength`` < 1 re-generates given latents (1 = from noise, 0 = the given latents unchanged).
@@ -78,7 +78,7 @@ class ClipSettings:
 
 
 @dataclass(frozen=True)
-class ClipGeometry:
+class ModelGeometry:
     """What a model fixes about valid clips: (height, width) multiples and the VAE's frame factor."""
 
     size_multiples: tuple[int, int]
@@ -102,7 +102,7 @@ def nearest_frame_count(frames: float, temporal_factor: int) -> int:
     return max(0, math.floor((frames - 1) / temporal_factor + 0.5)) * temporal_factor + 1
 
 
-def geometry_problem(settings: ClipSettings, geometry: ClipGeometry, names: Mapping[str, str] | None = None) -> str | None:
+def geometry_problem(settings: GenerationSettings, geometry: ModelGeometry, names: Mapping[str, str] | None = None) -> str | None:
     """Why the clip's size or frame count does not fit the model, or None (ranges checked first)."""
     names = names or {}
     for field, value, multiple in (("height", settings.height, geometry.size_multiples[0]),
@@ -118,7 +118,7 @@ def geometry_problem(settings: ClipSettings, geometry: ClipGeometry, names: Mapp
     return None
 
 
-def settings_problems(settings: ClipSettings, names: Mapping[str, str] | None = None) -> list[str]:
+def settings_problems(settings: GenerationSettings, names: Mapping[str, str] | None = None) -> list[str]:
     """Every setting outside its documented range (NaN and infinities included); ``None`` is allowed where
     the setting is optional. ``names`` maps setting names to a front end's input names."""
     names = names or {}
@@ -127,7 +127,7 @@ def settings_problems(settings: ClipSettings, names: Mapping[str, str] | None = 
             for problem in [BOUNDS[field.name].problem(names.get(field.name, field.name), value)] if problem]
 
 
-def check_settings(settings: ClipSettings, geometry: ClipGeometry, *, names: Mapping[str, str] | None = None) -> None:
+def check_settings(settings: GenerationSettings, geometry: ModelGeometry, *, names: Mapping[str, str] | None = None) -> None:
     """Raise ``ValueError`` naming every bad setting and its nearest valid value (ranges, then the model's
     size multiples and frame factor). Runs before any model pass. ``names``: see :func:`settings_problems`."""
     problems = settings_problems(settings, names) or [geometry_problem(settings, geometry, names)]

@@ -38,7 +38,7 @@ def embeddings_from_conditioning(conditioning: Any, text_dim: int, name: str) ->
         raise ValueError(f"{name}: expected prompt embeddings [batch, tokens, width], "
                          f"got {getattr(tensor, 'shape', type(tensor).__name__)}.")
     if tensor.shape[0] != 1:
-        raise ValueError(f"{name}: has a batch of {tensor.shape[0]} prompts; MOVA generates one clip at a time, "
+        raise ValueError(f"{name}: has a batch of {tensor.shape[0]} prompts; MOVA generates one video at a time, "
                          "encode one prompt.")
     if tensor.shape[-1] != text_dim:
         raise ValueError(f"{name}: embeddings are {tensor.shape[-1]} wide but this model reads {text_dim}-wide umT5 "

@@ -20,7 +20,7 @@ from ..mova_core.pipeline import DEFAULT_NEGATIVE_PROMPT, PreparedRun
 from ..mova_core.sampler import HIGH_NOISE_EXPERT, StepInfo
 from .comfy_model import MovaModel
 from .conditioning import embeddings_from_conditioning
-from .latents import MISSING_KEY, audio_latent, clip_info, empty_latent, latent_samples, plan_encode, video_latent
+from .latents import MISSING_KEY, audio_latent, latent_settings, empty_latent, latent_samples, plan_encode, video_latent
 from .widgets import NODE_NAMES, sampler_settings
 
 log = logging.getLogger(__name__)
@@ -40,9 +40,9 @@ def _init_samples(latent: Any, name: str, channels: int, ndim: int, denoise: flo
 
 
 def _made_for(message: str, video_init: Any, audio_init: Any) -> str:
-    """`` The video_latent was made for width=640, ...`` when ``message`` is about a MOVA LATENT of another clip."""
+    """`` The video_latent was made for width=640, ...`` when ``message`` is about a MOVA LATENT of another video."""
     for name, latent in (("video_latent", video_init), ("audio_latent", audio_init)):
-        info = clip_info(latent) if isinstance(latent, dict) and message.startswith(f"{name} has shape") else {}
+        info = latent_settings(latent) if isinstance(latent, dict) and message.startswith(f"{name} has shape") else {}
         made = ", ".join(f"{key}={info[key]:g}" for key in ("width", "height", "frames", "fps") if key in info)
         if made:
             return f" The {name} was made for {made}."
@@ -50,14 +50,14 @@ def _made_for(message: str, video_init: Any, audio_init: Any) -> str:
 
 
 def _latents_out(model: MovaModel, run: PreparedRun, video: torch.Tensor, audio: torch.Tensor) -> tuple[dict, dict]:
-    """MOVA Sampler's LATENT outputs: raw Wan 2.1 video latents and DAC latents, with the clip's settings."""
+    """MOVA Sampler's LATENT outputs: raw Wan 2.1 video latents and DAC latents, with the video's settings."""
     s, output = run.settings, mm.intermediate_device()
     return (video_latent(video.float().to(output), fps=s.fps, frames=s.num_frames, height=s.height, width=s.width),
             audio_latent(audio.float().to(output), sample_rate=model.pipeline.audio_vae.sample_rate,
                          num_samples=run.num_samples, fps=s.fps, frames=s.num_frames))
 
 
-def sample_clip(model: MovaModel, positive: Any, negative: Any, widgets: Mapping[str, Any], *,
+def sample_latents(model: MovaModel, positive: Any, negative: Any, widgets: Mapping[str, Any], *,
                 start_image: torch.Tensor | None = None, end_image: torch.Tensor | None = None,
                 video_init: Any = None, audio_init: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Video and audio LATENTs for MOVA Sampler's ``widgets``; every check runs before the first model pass.
@@ -98,10 +98,10 @@ def decode_video(model: MovaModel, latent: Any, tile: tuple[int, int] | None) ->
 
 
 def decode_audio(model: MovaModel, latent: Any, target_lufs: float | None) -> dict[str, Any]:
-    """Audio LATENT -> AUDIO ``{"waveform": [1, C, n], "sample_rate"}``, trimmed to the clip, optionally normalised."""
+    """Audio LATENT -> AUDIO ``{"waveform": [1, C, n], "sample_rate"}``, trimmed to the video, optionally normalised."""
     pipe = model.pipeline
     latents = latent_samples(latent, "audio_latent", pipe.audio_vae.latent_dim, 3)
-    waveform = pipe.decode_audio(latents, clip_info(latent).get("num_samples"), residency=model.residency)
+    waveform = pipe.decode_audio(latents, latent_settings(latent).get("num_samples"), residency=model.residency)
     sample_rate = pipe.audio_vae.sample_rate
     if target_lufs is not None:
         result = normalize_loudness(waveform, sample_rate, target_lufs=target_lufs)
@@ -111,7 +111,7 @@ def decode_audio(model: MovaModel, latent: Any, target_lufs: float | None) -> di
     return {"waveform": waveform[None].float().cpu(), "sample_rate": sample_rate}
 
 
-def encode_clip(model: MovaModel, images: torch.Tensor | None, audio: dict[str, Any] | None,
+def encode_latents(model: MovaModel, images: torch.Tensor | None, audio: dict[str, Any] | None,
                 fps: float) -> tuple[dict[str, Any], dict[str, Any]]:
     """IMAGE and/or AUDIO -> the video and audio LATENTs MOVA Sampler re-generates with denoise < 1; an
     unconnected input gives an empty LATENT that tells the sampler what to connect instead."""
@@ -133,6 +133,6 @@ def encode_clip(model: MovaModel, images: torch.Tensor | None, audio: dict[str, 
                              sample_rate=pipe.audio_vae.sample_rate, num_samples=plan.num_samples, fps=fps,
                              frames=plan.frames)
     for latent in (video, sound):
-        if MISSING_KEY in clip_info(latent):
-            log.warning("MOVA Encode: %s", clip_info(latent)[MISSING_KEY])
+        if MISSING_KEY in latent_settings(latent):
+            log.warning("MOVA Encode: %s", latent_settings(latent)[MISSING_KEY])
     return video, sound

@@ -2,7 +2,7 @@
 
 Video LATENTs hold raw Wan 2.1 VAE latents, as every ComfyUI LATENT does (MOVA's normalised
 latents are Wan21's ``process_in`` of them), so native Wan 2.1 VAE decoders read them too. Audio
-LATENTs hold MOVA's DAC latents. Both carry a ``"mova"`` entry with the clip settings the decoder
+LATENTs hold MOVA's DAC latents. Both carry a ``"mova"`` entry with the video settings the decoder
 needs (frames, fps, exact audio length).
 """
 
@@ -14,12 +14,12 @@ from typing import Any, Callable
 import torch
 
 from ..mova_core.media.resample import resample
-from ..mova_core.settings import ClipGeometry, ClipSettings, check_settings, nearest_frame_count
+from ..mova_core.settings import ModelGeometry, GenerationSettings, check_settings, nearest_frame_count
 
 MOVA_KEY = "mova"
 AUDIO_TYPE = "mova_audio"
 MISSING_KEY = "missing"
-"""Clip-info entry of an empty LATENT (MOVA Encode without that input): why it is empty and what to connect."""
+"""Settings entry of an empty LATENT (MOVA Encode without that input): why it is empty and what to connect."""
 
 
 def video_latent(raw: torch.Tensor, *, fps: float, frames: int, height: int, width: int) -> dict[str, Any]:
@@ -32,8 +32,8 @@ def audio_latent(latents: torch.Tensor, *, sample_rate: int, num_samples: int, f
 
 
 def latent_samples(latent: Any, name: str, channels: int, ndim: int) -> torch.Tensor:
-    """The single-clip ``samples`` tensor of a LATENT input, checked; ValueError naming the input otherwise."""
-    missing = clip_info(latent).get(MISSING_KEY) if isinstance(latent, dict) else None
+    """The single-video ``samples`` tensor of a LATENT input, checked; ValueError naming the input otherwise."""
+    missing = latent_settings(latent).get(MISSING_KEY) if isinstance(latent, dict) else None
     if missing:
         raise ValueError(f"{name}: {missing}")
     samples = latent.get("samples") if isinstance(latent, dict) else None
@@ -42,19 +42,19 @@ def latent_samples(latent: Any, name: str, channels: int, ndim: int) -> torch.Te
         shape = tuple(samples.shape) if isinstance(samples, torch.Tensor) else type(samples).__name__
         raise ValueError(f"{name}: expected a LATENT with samples {layout}, C={channels} (from MOVA Sampler), got {shape}.")
     if samples.shape[0] != 1:
-        raise ValueError(f"{name}: holds a batch of {samples.shape[0]} clips; MOVA nodes take one clip at a time.")
+        raise ValueError(f"{name}: holds a batch of {samples.shape[0]} videos; MOVA nodes take one video at a time.")
     return samples
 
 
-def clip_info(latent: dict[str, Any]) -> dict[str, Any]:
-    """The clip settings stored by MOVA Sampler (empty for LATENTs from elsewhere)."""
+def latent_settings(latent: dict[str, Any]) -> dict[str, Any]:
+    """The video settings stored by MOVA Sampler (empty for LATENTs from elsewhere)."""
     return dict(latent.get(MOVA_KEY, {}))
 
 
 @dataclass(frozen=True)
 class EncodePlan:
     """What MOVA Encode encodes: ``images`` ``[F, H, W, 3]`` and/or ``waveform`` ``[C, num_samples]`` at the
-    model's sample rate, fitted to one clip of ``frames`` (4k+1) at ``fps``."""
+    model's sample rate, fitted to one video of ``frames`` (4k+1) at ``fps``."""
 
     frames: int
     fps: float
@@ -71,14 +71,14 @@ class EncodePlan:
         return None if self.images is None else self.images.shape[2]
 
 
-def _image_frames(images: Any, fps: float, geometry: ClipGeometry) -> torch.Tensor:
+def _image_frames(images: Any, fps: float, geometry: ModelGeometry) -> torch.Tensor:
     """IMAGE ``[F, H, W, C]`` as RGB, checked: 4k+1 frames, sizes the sampler accepts (ValueError naming ``images``)."""
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[-1] not in (3, 4):
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(f"images: expected an IMAGE batch [frames, height, width, 3], got {shape}.")
     frames, height, width = images.shape[:3]
     try:
-        check_settings(ClipSettings(height=height, width=width, num_frames=frames, fps=fps), geometry,
+        check_settings(GenerationSettings(height=height, width=width, num_frames=frames, fps=fps), geometry,
                        names={"num_frames": "frames"})
     except ValueError as error:
         raise ValueError(f"images ({frames} frames of {width}x{height}): {error} "
@@ -91,7 +91,7 @@ def _audio_waveform(audio: Any, sample_rate: int) -> torch.Tensor:
     waveform = audio.get("waveform") if isinstance(audio, dict) else None
     if not isinstance(waveform, torch.Tensor) or waveform.ndim != 3 or waveform.shape[0] != 1 or waveform.shape[-1] == 0:
         shape = tuple(waveform.shape) if isinstance(waveform, torch.Tensor) else type(waveform).__name__
-        raise ValueError(f"audio: expected an AUDIO of one clip (waveform [1, channels, samples]), got {shape}.")
+        raise ValueError(f"audio: expected a single AUDIO (waveform [1, channels, samples]), got {shape}.")
     return resample(waveform[0].float().cpu(), int(audio["sample_rate"]), sample_rate)
 
 
@@ -102,10 +102,10 @@ def _audio_frames(num_samples: int, sample_rate: int, fps: float, temporal_facto
         return frames
     nearest = nearest_frame_count(frames, temporal_factor)
     raise ValueError(
-        f"audio: {num_samples / sample_rate:.3f} s at fps={fps:g} is {frames} frames, but MOVA clips have "
+        f"audio: {num_samples / sample_rate:.3f} s at fps={fps:g} is {frames} frames, but MOVA videos have "
         f"{temporal_factor}k+1 frames; nearest valid value: {nearest} frames = {nearest / fps:.3f} s "
         f"({int(sample_rate * nearest / fps)} samples at {sample_rate} Hz). Trim or pad the audio, change fps, "
-        "or connect the clip's images too.")
+        "or connect the video's images too.")
 
 
 def _fit_audio(waveform: torch.Tensor, num_samples: int, frames: int, fps: float, sample_rate: int) -> torch.Tensor:
@@ -115,16 +115,16 @@ def _fit_audio(waveform: torch.Tensor, num_samples: int, frames: int, fps: float
         raise ValueError(
             f"audio: {waveform.shape[1] / sample_rate:.3f} s is shorter than the images: {frames} frames at "
             f"fps={fps:g} need {num_samples / sample_rate:.3f} s ({num_samples} samples at {sample_rate} Hz); "
-            "connect the clip's full audio, trim the images, or check fps.")
+            "connect the video's full audio, trim the images, or check fps.")
     return torch.nn.functional.pad(waveform[:, :num_samples], (0, max(0, missing)))
 
 
-def plan_encode(images: Any, audio: Any, fps: float, *, geometry: ClipGeometry, sample_rate: int,
+def plan_encode(images: Any, audio: Any, fps: float, *, geometry: ModelGeometry, sample_rate: int,
                 num_samples_for: Callable[[int, float], int]) -> EncodePlan:
-    """Check and fit MOVA Encode's inputs to one clip: the images set the frame count (audio is trimmed to it),
-    or else the audio's length does. ``num_samples_for(frames, fps)``: the model's audio length of a clip."""
+    """Check and fit MOVA Encode's inputs to one video: the images set the frame count (audio is trimmed to it),
+    or else the audio's length does. ``num_samples_for(frames, fps)``: the model's audio length of a video."""
     if images is None and audio is None:
-        raise ValueError("MOVA Encode needs images, audio, or both: connect the clip's frames (IMAGE) and/or "
+        raise ValueError("MOVA Encode needs images, audio, or both: connect the video's frames (IMAGE) and/or "
                          "its sound (AUDIO).")
     pictures = None if images is None else _image_frames(images, fps, geometry)
     waveform = None if audio is None else _audio_waveform(audio, sample_rate)
@@ -139,16 +139,16 @@ def plan_encode(images: Any, audio: Any, fps: float, *, geometry: ClipGeometry, 
 def empty_latent(name: str, plan: EncodePlan, *, channels: int, spatial_multiple: tuple[int, int]) -> dict[str, Any]:
     """The LATENT MOVA Encode outputs for its unconnected input: no samples, and an entry that makes MOVA
     Sampler (denoise < 1) and MOVA Decode say what to connect instead."""
-    clip = f"frames={plan.frames}, fps={plan.fps:g}"
+    made = f"frames={plan.frames}, fps={plan.fps:g}"
     if name == "video_latent":
         samples = torch.zeros(1, channels, 0, 0, 0)
         need = (f"images to MOVA Encode ({plan.frames} frames, width and height multiples of "
-                f"{spatial_multiple[1]} and {spatial_multiple[0]}), or a video_latent from a MOVA Sampler with {clip}")
+                f"{spatial_multiple[1]} and {spatial_multiple[0]}), or a video_latent from a MOVA Sampler with {made}")
     else:
         samples = torch.zeros(1, channels, 0)
         need = (f"audio to MOVA Encode ({plan.frames / plan.fps:.3f} s; any sample rate), or an audio_latent from "
                 f"a MOVA Sampler with width={plan.width}, "
-                f"height={plan.height}, {clip}")
+                f"height={plan.height}, {made}")
     given = "audio" if name == "video_latent" else "images"
     message = (f"MOVA Encode got only {given}, so this LATENT is empty. MOVA Sampler with denoise < 1 needs both "
                f"video_latent and audio_latent: connect {need}.")

@@ -10,8 +10,8 @@ from comfy_api.latest import io
 from ..mova_core.settings import SEED_MAX
 from .comfy_io import CATEGORY, MovaModelType, number_input
 from .comfy_model import MovaModel
-from .generation import sample_clip
-from .widgets import SAMPLER, clip_problem
+from .generation import sample_latents
+from .widgets import SAMPLER, settings_problem
 
 _SLIDERS = ("text_cfg", "bridge_cfg")
 
@@ -24,7 +24,7 @@ class MOVASampler(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         seed = io.Int.Input("seed", default=0, min=0, max=SEED_MAX, control_after_generate=True,
-                            tooltip="Noise seed; the same seed gives the same clip on any device.")
+                            tooltip="Noise seed; the same seed gives the same video on any device.")
         widgets = [*map(_widget, ("width", "height", "frames", "fps", "steps")), seed,
                    *map(_widget, ("text_cfg", "bridge_cfg", "video_shift", "audio_shift", "boundary")),
                    _widget("denoise", optional=True)]  # optional: API prompts made before it still run (1.0)
@@ -32,7 +32,7 @@ class MOVASampler(io.ComfyNode):
             node_id="MOVASampler", display_name="MOVA Sampler", category=CATEGORY,
             description="Generates video and audio latents together: two video experts switched at the boundary, the "
                         "audio DiT and the bridge, with text CFG and bridge CFG. No start image = text to video+audio; "
-                        "an end image makes the clip end on it; denoise below 1 re-generates connected latents.",
+                        "an end image makes the video end on it; denoise below 1 re-generates connected latents.",
             inputs=[
                 MovaModelType.Input("mova_model"),
                 io.Conditioning.Input("positive"),
@@ -45,7 +45,7 @@ class MOVASampler(io.ComfyNode):
                                        "Needs start_image."),
                 io.Latent.Input("video_latent", optional=True,
                                 tooltip="Video to re-generate when denoise < 1 (a MOVA Sampler output or a Wan 2.1 "
-                                        "VAE encode of the clip's size); unused at denoise 1."),
+                                        "VAE encode of the video's size); unused at denoise 1."),
                 io.Latent.Input("audio_latent", optional=True,
                                 tooltip="Audio to re-generate when denoise < 1 (a MOVA Sampler output of the same "
                                         "frames and fps); unused at denoise 1."),
@@ -58,12 +58,12 @@ class MOVASampler(io.ComfyNode):
     def validate_inputs(cls, width: int | None, height: int | None, frames: int | None) -> bool | str:
         if None in (width, height, frames):  # linked from another node: checked when the sampler runs
             return True
-        return clip_problem(width, height, frames, SAMPLER["fps"].default, 1) or True
+        return settings_problem(width, height, frames, SAMPLER["fps"].default, 1) or True
 
     @classmethod
     def execute(cls, mova_model: MovaModel, positive: Any, negative: Any = None, start_image: torch.Tensor | None = None,
                 end_image: torch.Tensor | None = None, video_latent: Any = None, audio_latent: Any = None,
                 **widgets: Any) -> io.NodeOutput:
-        video, audio = sample_clip(mova_model, positive, negative, widgets, start_image=start_image,
+        video, audio = sample_latents(mova_model, positive, negative, widgets, start_image=start_image,
                                    end_image=end_image, video_init=video_latent, audio_init=audio_latent)
         return io.NodeOutput(video, audio)

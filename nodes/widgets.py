@@ -11,12 +11,12 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
-from ..mova_core.settings import BOUNDS, Bounds, ClipGeometry, ClipSettings, check_settings
+from ..mova_core.settings import BOUNDS, Bounds, ModelGeometry, GenerationSettings, check_settings
 
 WEIGHT_DTYPES = ("bf16", "fp16", "fp8_e4m3fn", "fp32")
 """Weight storage choices of the model loader (fp8: Linear weights only, computed in bf16)."""
 
-MOVA_GEOMETRY = ClipGeometry(size_multiples=(16, 16), temporal_factor=4)
+MOVA_GEOMETRY = ModelGeometry(size_multiples=(16, 16), temporal_factor=4)
 """Wan 2.1 VAE stride 8 x DiT patch 2 and the VAE's 4x time factor, shared by every MOVA release: what the
 schema checks before a model is loaded (the sampler checks again with the loaded model's values)."""
 
@@ -64,7 +64,7 @@ NODE_NAMES = {"num_frames": "frames", "boundary_ratio": "boundary", "denoising_s
 
 
 def _setting(name: str, default: float, step: float, tooltip: str, auto: float | None = None) -> NumberSpec:
-    """The widget of a :class:`ClipSettings` field: its range is the core's documented one (:data:`BOUNDS`)."""
+    """The widget of a :class:`GenerationSettings` field: its range is the core's documented one (:data:`BOUNDS`)."""
     setting = next((core for core, widget in NODE_NAMES.items() if widget == name), name)
     bounds = BOUNDS[setting]
     return NumberSpec(name, default, bounds.low, bounds.high, step, tooltip, bounds.integer, auto)
@@ -77,7 +77,7 @@ SAMPLER = {spec.name: spec for spec in (
     _setting("width", 640, 16, "Video width in pixels (multiple of 16). MOVA 360p: 640x352, 720p: 1280x720."),
     _setting("height", 352, 16, "Video height in pixels (multiple of 16)."),
     _setting("frames", 193, 4, "Number of video frames, 4k+1 (193 = 8 s at 24 fps)."),
-    _setting("fps", 24.0, 0.01, "Frame rate the clip is generated for; sets the audio length."),
+    _setting("fps", 24.0, 0.01, "Frame rate the video is generated for; sets the audio length."),
     _setting("steps", 50, 1, "Denoising steps (official: 50)."),
     _setting("text_cfg", 5.0, 0.1, "Text guidance scale (official: 5). 1 = no negative pass."),
     _setting("bridge_cfg", 1.0, 0.1,
@@ -100,12 +100,12 @@ SAMPLER = {spec.name: spec for spec in (
 )}
 
 
-def sampler_settings(widgets: Mapping[str, float]) -> ClipSettings:
-    """MOVA Sampler's widget values as the core's :class:`ClipSettings` (checkpoint-value widgets -> None)."""
+def sampler_settings(widgets: Mapping[str, float]) -> GenerationSettings:
+    """MOVA Sampler's widget values as the core's :class:`GenerationSettings` (checkpoint-value widgets -> None)."""
     values = {name: None if CHECKPOINT_VALUE.get(name) == value and not isinstance(value, bool) else value
               for name, value in widgets.items()}
     core_names = {widget: core for core, widget in NODE_NAMES.items()}
-    return ClipSettings(**{core_names.get(name, name): value for name, value in values.items()})
+    return GenerationSettings(**{core_names.get(name, name): value for name, value in values.items()})
 
 
 LORA_STRENGTHS = {spec.name: spec for spec in (
@@ -127,7 +127,7 @@ MUX = {spec.name: spec for spec in (
 )}
 
 ENCODE = {"fps": dataclasses.replace(
-    MUX["fps"], tooltip="Frame rate of the clip (connect MOVA Decode's fps); give the sampler the same fps.")}
+    MUX["fps"], tooltip="Frame rate of the video (connect MOVA Decode's fps); give the sampler the same fps.")}
 
 REWRITER = {spec.name: spec for spec in (
     _int("timeout_s", 120, 1, 1800, 1, "Seconds to wait for each answer of the endpoint."),
@@ -150,10 +150,10 @@ def choice_problem(name: str, value: object, choices: Iterable[str], fix: str = 
     return f"{name}={value!r} is not available; choose one of {shown}." + (f" {fix}" if fix else "")
 
 
-def clip_problem(width: int, height: int, frames: int, fps: float, steps: int, *,
-                 geometry: ClipGeometry = MOVA_GEOMETRY) -> str | None:
-    """Why these clip settings cannot be generated (the core's check, in the sampler's input names), or None."""
-    settings = ClipSettings(width=width, height=height, num_frames=frames, fps=fps, steps=steps)
+def settings_problem(width: int, height: int, frames: int, fps: float, steps: int, *,
+                 geometry: ModelGeometry = MOVA_GEOMETRY) -> str | None:
+    """Why these settings cannot be generated (the core's check, in the sampler's input names), or None."""
+    settings = GenerationSettings(width=width, height=height, num_frames=frames, fps=fps, steps=steps)
     try:
         check_settings(settings, geometry, names=NODE_NAMES)
     except ValueError as error:

@@ -77,7 +77,7 @@ def _node_run(generation, widgets_module, model: StandaloneModel, clip: dict[str
     values = {name: spec.default for name, spec in widgets.SAMPLER.items()}  # untouched widgets ...
     values.update(clip, seed=seed)  # ... except the clip's size, which the test keeps small
     positive = _conditioning(model.pipeline.encode_prompt(PROMPT))
-    video, audio = node.sample_clip(model, positive, None, values, **inputs)
+    video, audio = node.sample_latents(model, positive, None, values, **inputs)
     return video, audio, node.decode_video(model, video, None), node.decode_audio(model, audio, None)
 
 
@@ -111,7 +111,7 @@ def test_a_widget_set_away_from_the_checkpoint_overrides_it(generation, shifted_
     outputs = {}
     for name, value in {"default": None, "video_shift": 7.0, "audio_shift": 7.0, "boundary": 0.95}.items():
         values = base if value is None else {**base, name: value}
-        outputs[name] = node.sample_clip(model, positive, None, values)
+        outputs[name] = node.sample_latents(model, positive, None, values)
     expected = pipe.generate(PROMPT, negative_prompt="", height=32, width=48, num_frames=5, fps=24.0, steps=3,
                              text_cfg=1.0, seed=5, video_shift=7.0)
     assert torch.equal(outputs["video_shift"][0]["samples"], expected.video_latents)
@@ -133,7 +133,7 @@ def _sample(generation, model: StandaloneModel, **inputs: Any) -> tuple[dict, di
     widget_values.update(SMALL_CLIP, seed=1)
     widget_values.update(inputs.pop("widgets", {}))
     positive = _conditioning(model.pipeline.encode_prompt(PROMPT))
-    return node.sample_clip(model, positive, None, widget_values, **inputs)
+    return node.sample_latents(model, positive, None, widget_values, **inputs)
 
 
 def test_denoise_below_1_needs_both_latents_named_as_the_inputs(generation, tiny_model):

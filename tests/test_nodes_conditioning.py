@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from comfyui_mova_av.nodes.conditioning import conditioning_from_embeddings, embeddings_from_conditioning
-from comfyui_mova_av.nodes.latents import audio_latent, clip_info, latent_samples, video_latent
+from comfyui_mova_av.nodes.latents import audio_latent, latent_settings, latent_samples, video_latent
 
 WIDTH = 32
 
@@ -56,15 +56,15 @@ def test_unusable_conditioning_names_the_input_and_the_fix(conditioning, message
 def test_latent_dicts_carry_the_clip_settings():
     video = video_latent(torch.zeros(1, 16, 2, 4, 6), fps=24.0, frames=5, height=32, width=48)
     audio = audio_latent(torch.zeros(1, 32, 11), sample_rate=48000, num_samples=10000, fps=24.0, frames=5)
-    assert clip_info(video) == {"fps": 24.0, "frames": 5, "height": 32, "width": 48}
-    assert clip_info(audio)["num_samples"] == 10000 and audio["type"] == "mova_audio"
-    assert clip_info({"samples": torch.zeros(1)}) == {}  # a LATENT from elsewhere
+    assert latent_settings(video) == {"fps": 24.0, "frames": 5, "height": 32, "width": 48}
+    assert latent_settings(audio)["num_samples"] == 10000 and audio["type"] == "mova_audio"
+    assert latent_settings({"samples": torch.zeros(1)}) == {}  # a LATENT from elsewhere
     assert latent_samples(video, "video_latent", 16, 5) is video["samples"]
 
 
 @pytest.mark.parametrize("latent, message", [
     ({"samples": torch.zeros(1, 8, 2, 4, 6)}, r"video_latent: expected a LATENT with samples \[1, C, T, h, w\], C=16"),
-    ({"samples": torch.zeros(2, 16, 2, 4, 6)}, r"video_latent: holds a batch of 2 clips"),
+    ({"samples": torch.zeros(2, 16, 2, 4, 6)}, r"video_latent: holds a batch of 2 videos"),
     ({}, r"video_latent: expected a LATENT .*got NoneType"),
 ])
 def test_bad_latents_name_the_input(latent, message):

@@ -11,11 +11,11 @@ import torch
 from comfyui_mova_av.mova_core.media.resample import resample
 from comfyui_mova_av.mova_core.pipeline import MovaPipeline
 from comfyui_mova_av.mova_core.tiny import cached_tiny_checkpoint
-from comfyui_mova_av.mova_core.settings import ClipGeometry, ClipSettings
+from comfyui_mova_av.mova_core.settings import ModelGeometry, GenerationSettings
 from comfyui_mova_av.nodes.latents import audio_latent, empty_latent, latent_samples, plan_encode, video_latent
 
 RATE = 48000
-GEOMETRY = dict(geometry=ClipGeometry(size_multiples=(16, 16), temporal_factor=4), sample_rate=RATE,
+GEOMETRY = dict(geometry=ModelGeometry(size_multiples=(16, 16), temporal_factor=4), sample_rate=RATE,
                 num_samples_for=lambda frames, fps: int(RATE * frames / fps))
 
 
@@ -69,7 +69,7 @@ def test_images_of_invalid_frames_or_sizes_name_the_input_and_the_nearest_value(
 def test_bad_or_missing_inputs_are_named():
     with pytest.raises(ValueError, match="needs images, audio, or both"):
         plan_encode(None, None, 24.0, **GEOMETRY)
-    with pytest.raises(ValueError, match=r"audio: expected an AUDIO of one clip .*\(2, 1, 100\)"):
+    with pytest.raises(ValueError, match=r"audio: expected a single AUDIO .*\(2, 1, 100\)"):
         plan_encode(None, {"waveform": torch.zeros(2, 1, 100), "sample_rate": RATE}, 24.0, **GEOMETRY)
     with pytest.raises(ValueError, match=r"images: expected an IMAGE batch"):
         plan_encode(torch.zeros(5, 32, 48), None, 24.0, **GEOMETRY)
@@ -113,7 +113,7 @@ def test_encoded_latents_are_what_the_samplers_re_generation_accepts(tiny_pipeli
                        num_samples_for=pipe.audio_num_samples)
     video = pipe.encode_video(plan.images)
     sound = pipe.encode_audio(plan.waveform)
-    settings = ClipSettings(height=plan.height, width=plan.width, num_frames=plan.frames, fps=fps, steps=2,
+    settings = GenerationSettings(height=plan.height, width=plan.width, num_frames=plan.frames, fps=fps, steps=2,
                             denoising_strength=0.3)
     run = pipe.prepare(settings, video_init=video, audio_init=sound)
     assert torch.equal(run.video_init, video) and torch.equal(run.audio_init, sound)

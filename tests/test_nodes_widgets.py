@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from comfyui_mova_av.mova_core.settings import BOUNDS, ClipGeometry, ClipSettings
+from comfyui_mova_av.mova_core.settings import BOUNDS, ModelGeometry, GenerationSettings
 from comfyui_mova_av.nodes.widgets import (DECODE, LORA_STRENGTHS, SAMPLER, NODE_NAMES, NumberSpec, choice_problem,
-                                           clip_problem, range_problems, sampler_settings, tile_problem)
+                                           settings_problem, range_problems, sampler_settings, tile_problem)
 
 GOOD_CLIP = dict(width=640, height=352, frames=193, fps=24.0, steps=50)
 
@@ -26,7 +26,7 @@ def test_denoise_is_like_ksamplers():
 
 
 def test_defaults_are_official_and_valid():
-    assert clip_problem(**{name: SAMPLER[name].default for name in GOOD_CLIP}) is None
+    assert settings_problem(**{name: SAMPLER[name].default for name in GOOD_CLIP}) is None
     assert (SAMPLER["steps"].default, SAMPLER["video_shift"].default, SAMPLER["boundary"].default) == (50, 0.0, -1.0)
     for spec in [*SAMPLER.values(), *LORA_STRENGTHS.values(), *DECODE.values()]:
         assert spec.problem(spec.default) is None, spec.name
@@ -47,14 +47,14 @@ def test_defaults_are_official_and_valid():
     ({"width": True}, r"width=True must be a whole number"),
 ])
 def test_bad_clip_settings_name_the_input_and_the_fix(changes, expected):
-    problem = clip_problem(**{**GOOD_CLIP, **changes})
+    problem = settings_problem(**{**GOOD_CLIP, **changes})
     assert problem is not None and re.search(expected, problem), problem
 
 
 def test_model_specific_multiples_are_used_when_given():
-    assert clip_problem(**{**GOOD_CLIP, "width": 648}, geometry=ClipGeometry((8, 8), 4)) is None
-    assert "multiple of 32" in clip_problem(**{**GOOD_CLIP, "width": 656}, geometry=ClipGeometry((16, 32), 4))
-    assert "8k+1" in clip_problem(**{**GOOD_CLIP, "frames": 197}, geometry=ClipGeometry((16, 16), 8))
+    assert settings_problem(**{**GOOD_CLIP, "width": 648}, geometry=ModelGeometry((8, 8), 4)) is None
+    assert "multiple of 32" in settings_problem(**{**GOOD_CLIP, "width": 656}, geometry=ModelGeometry((16, 32), 4))
+    assert "8k+1" in settings_problem(**{**GOOD_CLIP, "frames": 197}, geometry=ModelGeometry((16, 16), 8))
 
 
 def test_range_problems_ignores_unknown_names_and_lists_every_bad_value():
@@ -110,5 +110,5 @@ def test_sampler_widgets_take_the_cores_documented_ranges():
     for name, spec in SAMPLER.items():
         bounds = BOUNDS[core_names.get(name, name)]
         assert (spec.low, spec.high, spec.integer) == (bounds.low, bounds.high, bounds.integer), name
-        assert name in {f.replace("num_frames", "frames") for f in ClipSettings.__dataclass_fields__} | {
+        assert name in {f.replace("num_frames", "frames") for f in GenerationSettings.__dataclass_fields__} | {
             "boundary", "denoise"}, name

@@ -11,7 +11,7 @@ import torch
 
 from conftest import REPO_ROOT
 from mova_core.pipeline import MovaPipeline, seeded_noise
-from mova_core.settings import ClipGeometry, ClipSettings, check_settings, size_multiples
+from mova_core.settings import ModelGeometry, GenerationSettings, check_settings, size_multiples
 from mova_core.tiny import cached_tiny_checkpoint, write_tiny_checkpoint
 
 SMALL = dict(height=32, width=48, num_frames=5, fps=24.0, steps=2)
@@ -36,11 +36,11 @@ def test_height_and_width_follow_their_own_patch_side():
     assert size_multiples((1, 2, 2), 8) == (16, 16)
     assert size_multiples((1, 2, 4), 8) == (16, 32)
     assert size_multiples((2, 4, 1), 8) == (32, 16)
-    geometry = ClipGeometry(size_multiples=(16, 32), temporal_factor=4)
+    geometry = ModelGeometry(size_multiples=(16, 32), temporal_factor=4)
     clip = dict(num_frames=13, fps=25.0, steps=4)
-    check_settings(ClipSettings(height=48, width=64, **clip), geometry)
+    check_settings(GenerationSettings(height=48, width=64, **clip), geometry)
     with pytest.raises(ValueError, match="width=48 must be a positive multiple of 32; nearest valid value: 32"):
-        check_settings(ClipSettings(height=48, width=48, **clip), geometry)
+        check_settings(GenerationSettings(height=48, width=48, **clip), geometry)
 
 
 def test_bad_fps_image_and_options_are_refused(pipe):

@@ -5,6 +5,7 @@ Sizes are tiny (48x32, 5 frames, 2 steps) so each workflow runs in seconds on a 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -23,16 +24,25 @@ from safetensors.torch import save_file
 from mova_core.bridge import DualTowerBridge
 from mova_core.dit import DiTTower
 from mova_core.lora import linear_shapes
-from mova_core.tiny import AUDIO_DIT, BRIDGE, VIDEO_DIT, cached_tiny_checkpoint
+from mova_core.media import write_mp4
+from mova_core.pipeline import MovaPipeline
+from mova_core.tiny import AUDIO_DIT, BRIDGE, SCHEDULER, VIDEO_DIT, cached_tiny_checkpoint, write_tiny_checkpoint
 
 from .comfy_server import ComfyServer, WorkflowFailed, WorkflowRejected
 from .conftest import DEFAULT_START_TIMEOUT, PACK_DIR
 
 MODEL = "tiny-mova"
+SHIFTED_MODEL = "tiny-mova-shifted"
+"""A tiny MOVA whose boundary (0.75) and shift (3) differ from the released 0.9 / 5."""
 LORA = "tiny_mova_lora.safetensors"
 CLIP = dict(width=48, height=32, frames=5, fps=24.0)
 NODE_IDS = ("MOVAModelLoader", "MOVALoraLoader", "MOVATextEncode", "MOVAPromptRewriter", "MOVASampler",
             "MOVADecode", "MOVAEncode", "MOVAAVMux")
+
+
+def shifted_checkpoint(folder: Path) -> Path:
+    return write_tiny_checkpoint(folder / SHIFTED_MODEL, seed=3, boundary_ratio=0.75,
+                                 scheduler=dataclasses.replace(SCHEDULER, shift=3.0, extra_one_step=False))
 
 
 def write_tiny_lora(path: Path) -> Path:
@@ -51,8 +61,9 @@ def write_tiny_lora(path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def mova_server(comfy_server: ComfyServer) -> ComfyServer:
+def mova_server(comfy_server: ComfyServer, tmp_path_factory) -> ComfyServer:
     comfy_server.link_model("mova", cached_tiny_checkpoint(), MODEL)
+    comfy_server.link_model("mova", shifted_checkpoint(tmp_path_factory.mktemp("shifted")), SHIFTED_MODEL)
     (comfy_server.models_dir("mova") / "not-a-model" / "video_dit").mkdir(parents=True, exist_ok=True)
     (comfy_server.models_dir("mova") / "readme.txt").write_text("not a model", encoding="utf-8")
     write_tiny_lora(comfy_server.models_dir("loras") / LORA)
@@ -74,7 +85,7 @@ def workflow(prefix: str, *, seed: int = 7, text_cfg: float = 3.0, bridge_cfg: f
         "2": {"class_type": "MOVATextEncode", "inputs": {"mova_model": model, "text": ["9", 0]}},
         "3": {"class_type": "MOVASampler", "inputs": {
             "mova_model": model, "positive": ["2", 0], **CLIP, "steps": 2, "seed": seed, "text_cfg": text_cfg,
-            "bridge_cfg": bridge_cfg, "video_shift": 5.0, "audio_shift": 5.0, "boundary": 0.9}},
+            "bridge_cfg": bridge_cfg, "video_shift": 0.0, "audio_shift": 0.0, "boundary": -1.0}},  # the checkpoint's
         "4": {"class_type": "MOVADecode", "inputs": {
             "mova_model": model, "video_latent": ["3", 0], "audio_latent": ["3", 1], "normalize_loudness": False,
             "target_lufs": -16.0, "tiled_decode": False, "tile_size": 256, "tile_overlap": 64}},
@@ -193,9 +204,10 @@ def test_denoise_regenerates_the_connected_latents(mova_server: ComfyServer):
 
 
 def test_denoise_needs_matching_latents(mova_server: ComfyServer):
-    with pytest.raises(WorkflowFailed, match="video_latent and audio_latent are not connected"):
+    with pytest.raises(WorkflowFailed, match="video_latent and audio_latent are missing"):
         mova_server.run_workflow(regenerate("mova_it/denoise_bad", 0.5, connect=False), timeout=300)
-    with pytest.raises(WorkflowFailed, match=r"video_latent: latents of shape .* do not fit .*frames=9"):
+    with pytest.raises(WorkflowFailed, match=r"video_latent has shape .* but .*frames=9.* The video_latent was made "
+                                             r"for .*frames=5"):
         mova_server.run_workflow(regenerate("mova_it/denoise_bad", 0.5, frames=9), timeout=300)
 
 
@@ -347,3 +359,24 @@ def test_models_from_extra_model_paths_yaml_are_listed(comfyui_path: Path, tmp_p
     finally:
         server.stop()
     assert options == ["tiny-from-yaml", "tiny-in-models"]
+
+
+def test_untouched_widgets_compute_what_movapipeline_generate_computes(mova_server: ComfyServer, tmp_path: Path):
+    """On a checkpoint whose boundary and shift are not 0.9 / 5 the shipped widget defaults (the checkpoint's
+    values) give the clip MovaPipeline.generate gives for the same seed; the widgets' old fixed 0.9 / 5 did not.
+    Both sides are written by the same lossless mp4 writer; ComfyUI's torch may differ from this one, so frames
+    are compared within 2 levels (the old defaults differed by up to 211)."""
+    def comfy_frames(prefix: str, **changes) -> np.ndarray:
+        graph = workflow(prefix, text_cfg=2.0, bridge_cfg=1.0, **{"1__model_name": SHIFTED_MODEL, "3__steps": 4,
+                                                                  "3__fps": 25.0, **changes})
+        return decoded_frames(saved_mp4(mova_server, mova_server.run_workflow(graph, timeout=300))).astype(int)
+
+    pipe = MovaPipeline.from_pretrained(mova_server.models_dir("mova") / SHIFTED_MODEL, dtype=torch.float32)
+    clip = pipe.generate("a dog barks on the beach", height=CLIP["height"], width=CLIP["width"],
+                         num_frames=CLIP["frames"], fps=25.0, steps=4, text_cfg=2.0, seed=7)
+    expected = decoded_frames(write_mp4(tmp_path / "pipeline.mp4", clip.video, clip.audio, fps=25.0,
+                                        sample_rate=clip.sample_rate, crf=0)).astype(int)
+    assert np.abs(comfy_frames("mova_it/checkpoint_values") - expected).max() <= 2
+    old_defaults = comfy_frames("mova_it/old_defaults", **{"3__video_shift": 5.0, "3__audio_shift": 5.0,
+                                                           "3__boundary": 0.9})
+    assert np.abs(old_defaults - expected).max() > 20
