@@ -1,4 +1,9 @@
-"""Shared fixtures: the parity reference folder (``MOVA_PARITY_DIR``) and tolerance helpers."""
+"""Shared fixtures: the parity reference folders and tolerance helpers.
+
+Parity tests run once per reference folder: the folder named by ``MOVA_PARITY_DIR`` if that is set
+(only that one); otherwise every folder under ``tests/data/parity/`` (recorded by
+``tools/record_parity.py``, shipped with the repository) plus ``../shared/parity/tiny-a`` where it
+exists."""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from safetensors.torch import load_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PARITY_DIR = REPO_ROOT.parent / "shared" / "parity" / "tiny-a"
+IN_REPO_PARITY_DIR = REPO_ROOT / "tests" / "data" / "parity"
 PACK_PACKAGE = "comfyui_mova_av"
 
 
@@ -34,7 +40,31 @@ _register_pack()
 
 
 def parity_root() -> Path:
+    """``MOVA_PARITY_DIR`` if set, else the shared tiny-a folder (the FLF fixture's VAE lives there)."""
     return Path(os.environ.get("MOVA_PARITY_DIR", DEFAULT_PARITY_DIR))
+
+
+def _is_parity_folder(path: Path) -> bool:
+    return (path / "refs").is_dir() and (path / "checkpoint").is_dir()
+
+
+def parity_dirs() -> list[Path]:
+    """The reference folders the parity tests run on (see the module docstring)."""
+    if os.environ.get("MOVA_PARITY_DIR"):
+        return [Path(os.environ["MOVA_PARITY_DIR"])]
+    folders = sorted(p for p in IN_REPO_PARITY_DIR.iterdir() if _is_parity_folder(p)) if IN_REPO_PARITY_DIR.is_dir() else []
+    if _is_parity_folder(DEFAULT_PARITY_DIR):
+        folders.append(DEFAULT_PARITY_DIR)
+    return folders
+
+
+def _parity_ids(folders: list[Path]) -> list[str]:
+    """Readable test ids: the folder name, with its parent's name where two folders share one."""
+    names = [folder.name for folder in folders]
+    return [f"{folder.parent.name}-{folder.name}" if names.count(folder.name) > 1 else folder.name for folder in folders]
+
+
+_PARITY_DIRS = parity_dirs()
 
 
 class Reference:
@@ -53,17 +83,18 @@ class Reference:
         return self.root / "checkpoint"
 
 
-@pytest.fixture(scope="session")
-def parity_dir() -> Path:
-    root = parity_root()
-    if not (root / "refs").is_dir() or not (root / "checkpoint").is_dir():
-        pytest.skip(f"parity fixture not found at {root} (set MOVA_PARITY_DIR)")
+@pytest.fixture(scope="session", params=_PARITY_DIRS or [None], ids=_parity_ids(_PARITY_DIRS) or ["no-parity-folder"])
+def parity_dir(request) -> Path:
+    """One reference folder per parametrisation (test ids name the folder, e.g. ``[tiny-d]``)."""
+    root = request.param
+    if root is None or not _is_parity_folder(root):
+        pytest.skip(f"parity fixture not found at {root or IN_REPO_PARITY_DIR} (set MOVA_PARITY_DIR)")
     return root
 
 
 @pytest.fixture(scope="session")
 def reference(parity_dir: Path):
-    """``reference("video_dit")`` -> :class:`Reference` (cached per session)."""
+    """``reference("video_dit")`` -> :class:`Reference` of the current ``parity_dir`` (cached per folder)."""
     cache: dict[str, Reference] = {}
 
     def get(name: str) -> Reference:
