@@ -33,7 +33,7 @@ from .offload import ModelPlacement
 from .residency import PlacedResidency, Residency
 from .sampler import AUDIO_TOWER_MODULES, HIGH_NOISE_EXPERT, LOW_NOISE_EXPERT, Guidance, StepInfo, VelocityModel, sample
 from .scheduler import FlowMatchPairScheduler
-from .settings import ModelGeometry, GenerationSettings, check_settings, size_multiples
+from .settings import DEFAULTS, GenerationSettings, ModelGeometry, check_settings, size_multiples
 from .text_encoder import TextEncoder
 from .video_vae import VideoVAE, frames_from_pixels, load_video_vae
 
@@ -344,8 +344,9 @@ class MovaPipeline:
         return self.text_encoder.encode([prompt])
 
     def generate(self, prompt: str, negative_prompt: str = DEFAULT_NEGATIVE_PROMPT, image: ImageInput | None = None,
-                 height: int = 352, width: int = 640, num_frames: int = 193, fps: float = 24.0, steps: int = 50,
-                 text_cfg: float = 5.0, bridge_cfg: float = 1.0, seed: int | None = None,
+                 height: int = DEFAULTS.height, width: int = DEFAULTS.width, num_frames: int = DEFAULTS.num_frames,
+                 fps: float = DEFAULTS.fps, steps: int = DEFAULTS.steps, text_cfg: float = DEFAULTS.text_cfg,
+                 bridge_cfg: float = DEFAULTS.bridge_cfg, seed: int | None = None,
                  video_noise: torch.Tensor | None = None, audio_noise: torch.Tensor | None = None,
                  callback: Callable[[StepInfo], None] | None = None, **options: Any) -> Generation:
         """Generate a clip (:meth:`prepare`, :meth:`sample`, then the decoders); ``image=None`` is T2VA.

@@ -77,6 +77,11 @@ class GenerationSettings:
     denoising_strength: float = 1.0
 
 
+DEFAULTS = GenerationSettings()
+"""The official defaults (360p, 193 frames = 8 s at 24 fps, 50 steps, text CFG 5, bridge CFG 1): every front
+end's defaults come from here."""
+
+
 @dataclass(frozen=True)
 class ModelGeometry:
     """What a model fixes about valid clips: (height, width) multiples and the VAE's frame factor."""

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
-from ..mova_core.settings import BOUNDS, Bounds, ModelGeometry, GenerationSettings, check_settings
+from ..mova_core.settings import BOUNDS, DEFAULTS, Bounds, ModelGeometry, GenerationSettings, check_settings
 
 WEIGHT_DTYPES = ("bf16", "fp16", "fp8_e4m3fn", "fp32")
 """Weight storage choices of the model loader (fp8: Linear weights only, computed in bf16)."""
@@ -74,13 +74,13 @@ CHECKPOINT_VALUE = {"video_shift": 0.0, "audio_shift": 0.0, "boundary": -1.0}
 """The widget value that means "the checkpoint's value" (the default of these widgets)."""
 
 SAMPLER = {spec.name: spec for spec in (
-    _setting("width", 640, 16, "Video width in pixels (multiple of 16). MOVA 360p: 640x352, 720p: 1280x720."),
-    _setting("height", 352, 16, "Video height in pixels (multiple of 16)."),
-    _setting("frames", 193, 4, "Number of video frames, 4k+1 (193 = 8 s at 24 fps)."),
-    _setting("fps", 24.0, 0.01, "Frame rate the video is generated for; sets the audio length."),
-    _setting("steps", 50, 1, "Denoising steps (official: 50)."),
-    _setting("text_cfg", 5.0, 0.1, "Text guidance scale (official: 5). 1 = no negative pass."),
-    _setting("bridge_cfg", 1.0, 0.1,
+    _setting("width", DEFAULTS.width, 16, "Video width in pixels (multiple of 16). MOVA 360p: 640x352, 720p: 1280x720."),
+    _setting("height", DEFAULTS.height, 16, "Video height in pixels (multiple of 16)."),
+    _setting("frames", DEFAULTS.num_frames, 4, "Number of video frames, 4k+1 (193 = 8 s at 24 fps)."),
+    _setting("fps", DEFAULTS.fps, 0.01, "Frame rate the video is generated for; sets the audio length."),
+    _setting("steps", DEFAULTS.steps, 1, "Denoising steps (official: 50)."),
+    _setting("text_cfg", DEFAULTS.text_cfg, 0.1, "Text guidance scale (official: 5). 1 = no negative pass."),
+    _setting("bridge_cfg", DEFAULTS.bridge_cfg, 0.1,
              "Bridge (audio-video) guidance scale: >1 strengthens lip sync and sound-picture coupling at the cost "
              "of one extra model pass per step. 1 = off, as in the official pipeline."),
     _setting("video_shift", CHECKPOINT_VALUE["video_shift"], 0.1,
@@ -93,7 +93,7 @@ SAMPLER = {spec.name: spec for spec in (
              "Expert switch as a fraction of the timestep range: the high-noise expert runs while the video "
              "timestep is at or above boundary x 1000. -1 = the checkpoint's (model_index.json boundary_ratio; "
              "MOVA: 0.9); any value from 0 to 1 overrides it.", auto=CHECKPOINT_VALUE["boundary"]),
-    _setting("denoise", 1.0, 0.01,
+    _setting("denoise", DEFAULTS.denoising_strength, 0.01,
              "Like KSampler's denoise: 1 = generate from noise; below 1 = re-generate the connected video_latent "
              "and audio_latent, keeping more of them the lower it is (the steps cover that last part of the "
              "schedule); 0 = return them unchanged."),

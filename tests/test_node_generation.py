@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from comfy_stub import loaded_pack
+from conftest import parity_dirs
 from mova_core.pipeline import DEFAULT_NEGATIVE_PROMPT, MovaPipeline
 from mova_core.sampler import HIGH_NOISE_EXPERT
 from mova_core.tiny import SCHEDULER, write_tiny_checkpoint
@@ -54,11 +55,11 @@ def shifted_checkpoint(tmp_path_factory) -> Path:
                                  scheduler=dataclasses.replace(SCHEDULER, shift=3.0, extra_one_step=False))
 
 
-@pytest.fixture(scope="module", params=["shifted", "parity"])
+@pytest.fixture(scope="module", params=["shifted", *parity_dirs()],
+                ids=lambda param: param if isinstance(param, str) else param.name)
 def checkpoint(request, shifted_checkpoint) -> Path:
-    if request.param == "shifted":
-        return shifted_checkpoint
-    return request.getfixturevalue("parity_dir") / "checkpoint"
+    """The shifted tiny checkpoint and every parity folder's (recorded with other boundaries and shifts)."""
+    return shifted_checkpoint if request.param == "shifted" else request.param / "checkpoint"
 
 
 def _conditioning(embeddings: torch.Tensor) -> list:
