@@ -1,6 +1,7 @@
 """Command line: ``python -m mova_core demo``, ``generate`` and ``pack``.
 
-Everything the user gives is checked before a model loads (output place, loudness target, images); a
+Everything the user gives is checked before a model loads (setting ranges, output place, loudness target,
+images; the size multiples and frame factor the model demands right after it loads, before any step); a
 mistake prints one ``error: ...`` line and exits with status 2 (``--debug`` shows the traceback).
 """
 
@@ -23,6 +24,7 @@ from .media.files import writable_folder_problem
 from .pack import pack_checkpoint
 from .pipeline import OFFICIAL_NEGATIVE_PROMPT, MovaPipeline
 from .sampler import StepInfo
+from .settings import GenerationSettings, geometry_problem, settings_problems
 from .tiny import cached_tiny_checkpoint
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
@@ -30,6 +32,8 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 DEMO_PROMPT = "A woman sings on the beach at night while the waves crash; the audio shows her voice and the sea."
 CLIP_NAME = "clip.mp4"  # the file name a folder given to --out receives (numbered when taken)
 USAGE_ERROR = 2  # exit status of a refused command line, as argparse uses
+OPTION_NAMES = {"height": "--height", "width": "--width", "num_frames": "--frames", "fps": "--fps", "steps": "--steps",
+                "text_cfg": "--text-cfg", "bridge_cfg": "--bridge-cfg", "seed": "--seed"}
 
 
 def _add_sampling_arguments(parser: argparse.ArgumentParser, *, height: int, width: int, frames: int,
@@ -99,6 +103,17 @@ def clip_path(out: str) -> Path:
     return path
 
 
+def clip_settings(args: argparse.Namespace) -> GenerationSettings:
+    """The sampling options as settings, checked against their documented ranges (NaN and infinities
+    included) before any model loads; errors name the options."""
+    settings = GenerationSettings(height=args.height, width=args.width, num_frames=args.frames, fps=args.fps,
+                                  steps=args.steps, text_cfg=args.text_cfg, bridge_cfg=args.bridge_cfg, seed=args.seed)
+    problems = settings_problems(settings, OPTION_NAMES)
+    if problems:
+        raise ValueError(" ".join(problems))
+    return settings
+
+
 def loudness_target(lufs: float | None) -> LoudnessTarget | None:
     """``--loudness`` as a checked target (None: no normalisation)."""
     try:
@@ -151,17 +166,20 @@ def _pack(args: argparse.Namespace) -> Path:
                                include_text_encoder=not args.no_text_encoder, progress=on_progress)
 
 
-def _run(pipe: MovaPipeline, args: argparse.Namespace, out: Path, loudness: LoudnessTarget | None, *,
-         negative_prompt: str, image: object = None, **options: object) -> Path:
-    with _LateBar(total=args.steps, desc="denoising", unit="step") as late:
+def _run(pipe: MovaPipeline, args: argparse.Namespace, settings: GenerationSettings, out: Path,
+         loudness: LoudnessTarget | None, *, negative_prompt: str, image: object = None, **options: object) -> Path:
+    problem = geometry_problem(settings, pipe.geometry, OPTION_NAMES)  # what the loaded model demands of the size
+    if problem:
+        raise ValueError(problem)
+    with _LateBar(total=settings.steps, desc="denoising", unit="step") as late:
         def on_step(info: StepInfo) -> None:
             late.get().set_postfix(t=f"{info.video_timestep:.0f}", expert=info.expert)
             late.get().update(1)
 
-        result = pipe.generate(args.prompt, negative_prompt=negative_prompt, image=image, height=args.height,
-                               width=args.width, num_frames=args.frames, fps=args.fps, steps=args.steps,
-                               text_cfg=args.text_cfg, bridge_cfg=args.bridge_cfg, seed=args.seed, callback=on_step,
-                               **options)
+        result = pipe.generate(args.prompt, negative_prompt=negative_prompt, image=image, height=settings.height,
+                               width=settings.width, num_frames=settings.num_frames, fps=settings.fps,
+                               steps=settings.steps, text_cfg=settings.text_cfg, bridge_cfg=settings.bridge_cfg,
+                               seed=settings.seed, callback=on_step, **options)
     return result.save(out, loudness=loudness)
 
 
@@ -169,13 +187,14 @@ def _command(args: argparse.Namespace) -> Path:
     """Run the chosen command; the path written."""
     if args.command == "pack":
         return _pack(args)
-    out, loudness = clip_path(args.out), loudness_target(args.loudness)
+    settings, out, loudness = clip_settings(args), clip_path(args.out), loudness_target(args.loudness)
     if args.command == "demo":
         pipe = MovaPipeline.from_pretrained(cached_tiny_checkpoint(args.cache), dtype=torch.float32)
-        return _run(pipe, args, out, loudness, negative_prompt="")
+        return _run(pipe, args, settings, out, loudness, negative_prompt="")
     image, last_image = open_image(args.image, "--image"), open_image(args.last_image, "--last-image")
     pipe = MovaPipeline.from_pretrained(args.model, dtype=DTYPES[args.dtype], device=args.device, offload=args.offload)
-    return _run(pipe, args, out, loudness, negative_prompt=args.negative_prompt, image=image, last_image=last_image)
+    return _run(pipe, args, settings, out, loudness, negative_prompt=args.negative_prompt, image=image,
+                last_image=last_image)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -391,3 +391,20 @@ def test_mux_honours_disable_metadata(output_nodes):
 def test_model_names_cannot_leave_the_model_folders(tmp_path, name):
     with pytest.raises(FileNotFoundError, match="relative to models/mova"):
         resolve_model([tmp_path], name)
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--text-cfg", "nan", r"--text-cfg=nan must be a finite number"),
+    ("--fps", "1e6", r"--fps=1e\+06 is outside .*nearest valid value"),
+    ("--steps", "0", r"--steps=0 is outside .*nearest valid value: 1"),
+    ("--seed", str(2**70), r"--seed=\S+ is outside"),
+])
+def test_cli_refuses_settings_out_of_range_before_loading(tmp_path, capsys, loads, option, value, message):
+    assert demo(option, value, "--out", str(tmp_path / "clip.mp4")) == 2
+    assert re.match(f"error: {message}", capsys.readouterr().err) and loads == [] and files_under(tmp_path) == []
+
+
+def test_cli_names_the_option_when_the_model_refuses_the_size(tmp_path, capsys):
+    assert cli.main(["demo", "--frames", "6", "--out", str(tmp_path / "clip.mp4")]) == 2
+    assert capsys.readouterr().err == "error: --frames=6 must be 4k+1 (1, 5, 9, ...); nearest valid value: 5.\n"
+    assert files_under(tmp_path) == []
