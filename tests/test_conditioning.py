@@ -1,6 +1,7 @@
 """Reference-image handling and the I2V / first+last-frame conditions: parity with ``refs/video_vae.*``,
-``refs/pipeline_cfg5.*`` (official ``crop_and_resize`` + ``MOVA.prepare_latents``) and the recorded FLF
-condition in ``tests/data/flf_condition_tiny_a.*``, and unit tests."""
+``refs/pipeline_cfg5.*`` (official ``crop_and_resize`` + ``MOVA.prepare_latents``) and the official FLF
+condition in ``refs/flf_condition.*`` (for tiny-a, which has none, ``tests/data/flf_condition_tiny_a.*``),
+and unit tests."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from PIL import Image
 
 from safetensors.torch import load_file
 
-from conftest import DEFAULT_PARITY_DIR, assert_close_to_reference, parity_root
+from conftest import Reference, assert_close_to_reference
 from mova_core.conditioning import (
     condition_mask,
     crop_and_resize,
@@ -30,7 +31,9 @@ from mova_core.video_vae import VideoVAE, VideoVAEConfig, load_video_vae
 # The condition is a VAE encode (see tests/test_video_vae.py for why 2e-5): the reference's own
 # float32 rounding is ~2e-6 of the scale on tiny-a.
 CONDITION_REL = 2e-5
-FLF_FIXTURE = Path(__file__).resolve().parent / "data" / "flf_condition_tiny_a"
+# tiny-a (in ../shared, which cannot be written from here) has no refs/flf_condition.*: its FLF
+# condition was recorded separately, for its video VAE (matched by weight digest).
+TINY_A_FLF = Path(__file__).resolve().parent / "data" / "flf_condition_tiny_a"
 
 
 @pytest.fixture(scope="module")
@@ -43,30 +46,31 @@ def pipeline_ref(reference):
     return reference("pipeline_cfg5")
 
 
-class FLFReference:
-    """The official FLF conditions recorded by /work/fixture-tools/record_flf.py (see its JSON)."""
+def _vae_digests_match(meta: dict, vae_folder: Path) -> bool:
+    digests = {name: hashlib.sha256((vae_folder / name).read_bytes()).hexdigest()
+               for name in meta["video_vae_sha256"] if (vae_folder / name).is_file()}
+    return digests == meta["video_vae_sha256"]
 
-    def __init__(self) -> None:
-        self.tensors = load_file(str(FLF_FIXTURE.with_suffix(".safetensors")))
-        self.meta = json.loads(FLF_FIXTURE.with_suffix(".json").read_text(encoding="utf-8"))
 
-    def __getitem__(self, key: str) -> torch.Tensor:
-        return self.tensors[key]
+class TinyAFLF(Reference):
+    """``tests/data/flf_condition_tiny_a.*`` read like a folder's ``refs/flf_condition.*``."""
 
-    def video_vae_folder(self) -> Path | None:
-        """The video VAE it was recorded with: the parity folder's or tiny-a's, matched by weight digest."""
-        for root in dict.fromkeys((parity_root(), DEFAULT_PARITY_DIR)):
-            folder = root / "checkpoint" / "video_vae"
-            digests = {name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
-                       for name in self.meta["video_vae_sha256"] if (folder / name).is_file()}
-            if digests == self.meta["video_vae_sha256"]:
-                return folder
-        return None
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.tensors = load_file(str(TINY_A_FLF.with_suffix(".safetensors")))
+        self.meta = json.loads(TINY_A_FLF.with_suffix(".json").read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="module")
-def flf_reference() -> FLFReference:
-    return FLFReference()
+def flf_reference(parity_dir, reference):
+    """The folder's ``refs/flf_condition.*`` (written by tools/record_parity.py), or, for a folder
+    without one, ``tests/data/flf_condition_tiny_a.*`` when its video VAE is this folder's."""
+    if (parity_dir / "refs" / "flf_condition.safetensors").is_file():
+        return reference("flf_condition")
+    ref = TinyAFLF(parity_dir)
+    if not _vae_digests_match(ref.meta, parity_dir / "checkpoint" / "video_vae"):
+        pytest.skip(f"{parity_dir} has no refs/flf_condition.* (re-record it with tools/record_parity.py)")
+    return ref
 
 
 def small_vae(z_dim: int = 4) -> VideoVAE:
@@ -119,17 +123,21 @@ def test_pipeline_condition_matches_reference(pipeline_ref, fixture_vae):
 @pytest.mark.parity
 def test_first_last_frame_condition_matches_official(flf_reference):
     """Official ``prepare_latents(..., last_image=...)`` with both pictures through the official image
-    path: the last image is cropped/resized exactly like the first, and the condition (mask + latents)
-    matches for every recorded clip length."""
+    path: each picture is cropped/resized and preprocessed exactly as the official code does, and the
+    condition (mask + latents) matches for every recorded clip length."""
     ref = flf_reference
-    folder = ref.video_vae_folder()
-    if folder is None:
-        pytest.skip("the FLF fixture was recorded with tiny-a's video VAE, which is not available here")
-    vae = load_video_vae(folder)
+    assert _vae_digests_match(ref.meta, ref.root / "checkpoint" / "video_vae"), "recorded with another video VAE"
+    vae = load_video_vae(ref.root / "checkpoint" / "video_vae")
     height, width = ref.meta["height"], ref.meta["width"]
-    assert torch.equal(crop_and_resize(ref["last_source_uint8"], height, width), ref["last_image_uint8"])
     first = prepare_reference_image(ref["first_source_uint8"], height, width)
     last = prepare_reference_image(ref["last_source_uint8"], height, width, name="last_image")
+    for which, prepared in (("first", first), ("last", last)):
+        source = ref[f"{which}_source_uint8"]
+        assert source.shape[0] * width != source.shape[1] * height, f"{which} source has the clip's aspect"
+        if f"{which}_image_uint8" in ref.tensors:
+            assert torch.equal(crop_and_resize(source, height, width), ref[f"{which}_image_uint8"]), which
+        if f"{which}_image_preprocessed" in ref.tensors:
+            assert torch.equal(prepared, ref[f"{which}_image_preprocessed"]), which
     mask_channels = vae.config.temporal_factor
     for frames in ref.meta["frame_counts"]:
         expected = ref[f"frames{frames}/condition"]

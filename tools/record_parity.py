@@ -9,6 +9,8 @@ The folder has the layout of ``tests/data/parity/*`` (and of the shared ``tiny-a
                                written by the official classes' own ``save_pretrained``
     <out>/refs/*.safetensors   inputs and outputs of the official code run on that checkpoint
     <out>/refs/*.json          the scalar settings of each reference file
+    <out>/refs/flf_condition.* the official first+last-frame condition (not in tiny-a's set; see
+                               ``record_flf_condition``)
 
 Run it with a Python environment that can import the official code (``mova`` from
 github.com/OpenMOSS/MOVA) with torch 2.13.0 (CPU), diffusers 0.39.0 and transformers 4.57.6;
@@ -52,7 +54,7 @@ import types
 from pathlib import Path
 from typing import Any, Callable
 
-SCRIPT_VERSION = 1
+SCRIPT_VERSION = 2
 MAX_SEQUENCE_LENGTH = 512
 
 # ----------------------------------------------------------------------------------------------
@@ -89,6 +91,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "run": {"height": 32, "width": 48, "num_frames": 9, "video_fps": 25.0, "joint_fps": [25.0, 10.0],
                 "num_inference_steps": 5, "source_image_hw": [50, 60],
                 "dit_timesteps": [961.25, 210.5], "joint_timesteps": [887.5, 655.0]},
+        # first+last-frame condition at the run's H x W: a wider first and a taller last picture
+        "flf": {"frame_counts": [5, 9, 13], "first_source_hw": [37, 71], "last_source_hw": [58, 41]},
         "scheduler_refs": {"settings": [[5, 3.0], [4, 3.0], [9, 3.0], [50, 3.0], [6, 1.5]],
                            "dual": {"steps": 7, "visual_shift": 3.0, "audio_shift": 1.5}},
     },
@@ -122,6 +126,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "run": {"height": 48, "width": 32, "num_frames": 9, "video_fps": 16.0, "joint_fps": [16.0, 30.0],
                 "num_inference_steps": 3, "source_image_hw": [40, 44],
                 "dit_timesteps": [990.0, 47.75], "joint_timesteps": [933.5, 702.25]},
+        "flf": {"frame_counts": [5, 9, 13], "first_source_hw": [45, 52], "last_source_hw": [83, 39]},
         "scheduler_refs": {"settings": [[3, 7.0], [4, 7.0], [8, 7.0], [50, 7.0], [5, 2.0]],
                            "dual": {"steps": 5, "visual_shift": 7.0, "audio_shift": 3.0}},
     },
@@ -834,12 +839,13 @@ def record_text_encoder(pipe, off: Official, cfg: dict):
     return tensors, meta
 
 
-def source_picture(cfg: dict):
-    """A smooth coloured picture with a little noise, of ``run.source_image_hw``."""
+def source_picture(cfg: dict, tag: str = "pipeline/source_image", hw: list[int] | None = None):
+    """A smooth coloured picture with a little noise, of ``hw`` (default ``run.source_image_hw``),
+    drawn from the generator of (seed, "input", ``tag``)."""
     import torch
 
-    hs, ws = cfg["run"]["source_image_hw"]
-    g = generator(cfg["seed"], "input", "pipeline/source_image")
+    hs, ws = hw or cfg["run"]["source_image_hw"]
+    g = generator(cfg["seed"], "input", tag)
     coarse = torch.rand(1, 3, 4, 5, generator=g)
     smooth = torch.nn.functional.interpolate(coarse, size=(hs, ws), mode="bilinear", align_corners=True)[0]
     noisy = smooth + 0.08 * torch.randn(3, hs, ws, generator=g)
@@ -994,6 +1000,62 @@ def record_pipeline(pipe, off: Official, cfg: dict, cfg_scale: float):
     return tensors, meta
 
 
+def flf_settings(cfg: dict) -> dict:
+    """``cfg["flf"]``, or for a configuration without it: 5 frames, the run's frame count and 13, a
+    first picture wider and a last picture taller than the run's ``height x width``."""
+    run = cfg["run"]
+    if "flf" in cfg:
+        return cfg["flf"]
+    height, width = run["height"], run["width"]
+    return {"frame_counts": sorted({5, run["num_frames"], 13}),
+            "first_source_hw": [height - 3, 2 * width + 7], "last_source_hw": [2 * height + 5, width - 5]}
+
+
+def record_flf_condition(pipe, off: Official, cfg: dict, checkpoint: Path):
+    """The official first+last-frame condition, which no official script records: both source pictures
+    through the official ``crop_and_resize`` (to the run's height x width) and
+    ``video_processor.preprocess``, then ``MOVA.prepare_latents(image, ..., last_image=last)``
+    for each of ``flf.frame_counts``; the condition (mask channels + normalized latents) is stored."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    run, flf = cfg["run"], flf_settings(cfg)
+    height, width, z = run["height"], run["width"], cfg["video_vae"]["z_dim"]
+    spatial = pipe.vae_scale_factor_spatial
+    patch_h, patch_w = cfg["video_dit"]["patch_size"][1:]
+    if height % (spatial * patch_h) or width % (spatial * patch_w):
+        raise SystemExit(f"flf: {height}x{width} is not a multiple of the VAE factor x the video patch")
+    tensors: dict[str, torch.Tensor] = {}
+    pictures = {}
+    for which in ("first", "last"):
+        source = source_picture(cfg, f"flf/{which}_source", flf[f"{which}_source_hw"])
+        resized = off.crop_and_resize(Image.fromarray(source.numpy()), height, width)
+        preprocessed = pipe.video_processor.preprocess(resized, height=height, width=width).to(torch.float32)
+        tensors[f"{which}_source_uint8"] = source
+        tensors[f"{which}_image_uint8"] = torch.from_numpy(np.array(resized)).contiguous()
+        tensors[f"{which}_image_preprocessed"] = preprocessed
+        pictures[which] = preprocessed
+    for frames in flf["frame_counts"]:
+        latent_frames = (frames - 1) // pipe.vae_scale_factor_temporal + 1
+        given = torch.zeros(1, z, latent_frames, height // spatial, width // spatial)
+        _, condition = pipe.prepare_latents(pictures["first"], 1, z, height, width, frames, torch.float32,
+                                            torch.device("cpu"), latents=given, last_image=pictures["last"])
+        tensors[f"frames{frames}/condition"] = condition
+    vae_folder = checkpoint / "video_vae"
+    meta = {
+        "first_source_hw": list(flf["first_source_hw"]), "frame_counts": list(flf["frame_counts"]),
+        "height": height, "keys": sorted(tensors), "last_source_hw": list(flf["last_source_hw"]),
+        "official_commit": off.commit(), "recorder": "tools/record_parity.py",
+        "video_vae_sha256": {path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+                             for path in sorted(vae_folder.glob("*.safetensors"))},
+        "what": ("official MOVA.prepare_latents(image, ..., last_image=last) of this folder's video VAE; both "
+                 "images through the official crop_and_resize + video_processor.preprocess"),
+        "width": width,
+    }
+    return tensors, meta
+
+
 # ----------------------------------------------------------------------------------------------
 # Output
 
@@ -1052,6 +1114,7 @@ def readme_text(name: str, cfg: dict, report: dict, versions: dict, shims: list[
         ("pipeline run: H x W, F, fps, N", f"{run['height']}x{run['width']}, {run['num_frames']}, {run['video_fps']}, {run['num_inference_steps']}"),
         ("-> T, h, w / n, La", f"{geo['latent_frames']}, {geo['latent_height']}, {geo['latent_width']} / {geo['audio_num_samples']}, {geo['audio_latent_len']}"),
         ("joint-step fps values (La)", ", ".join(f"{f:g} ({geometry(cfg, f)['audio_latent_len']})" for f in run["joint_fps"])),
+        ("FLF condition: frames; first / last source H x W", f"{', '.join(str(f) for f in flf_settings(cfg)['frame_counts'])}; {' x '.join(map(str, flf_settings(cfg)['first_source_hw']))} / {' x '.join(map(str, flf_settings(cfg)['last_source_hw']))}"),
     ]
     table = "\n".join(f"| {a} | {b} |" for a, b in rows)
     shim_lines = "\n".join(f"* {s}" for s in shims) or "* none"
@@ -1062,7 +1125,10 @@ input/output pairs recorded from the official OpenMOSS/MOVA code (package `mova`
 {versions['mova']}, source digest `{versions['mova_source_sha256'][:16]}...`) running on it
 (`refs/`). Recorded by `tools/record_parity.py` of comfyui-mova-av; the file names, tensor keys,
 JSON fields and dtypes are those of the `tiny-a` fixture, whose README describes every file
-(sections 1-7). This README only gives what differs: the configuration.
+(sections 1-7). This README only gives what differs: the configuration, and one file tiny-a does
+not have: `refs/flf_condition.*`, the official first+last-frame condition
+(`MOVA.prepare_latents(image, ..., last_image=last)` with both source pictures through the official
+`crop_and_resize` + `video_processor.preprocess`; no official script records it).
 
 Everything is float32 on CPU, one thread, deterministic algorithms; torch {versions['torch']},
 diffusers {versions['diffusers']}, transformers {versions['transformers']}. The checkpoint was
@@ -1156,6 +1222,8 @@ def record(cfg: dict, name: str, out: Path, official_root: Path, force: bool) ->
                 experts[scale] = [s["expert"] for s in meta["steps"]]
         finally:
             dist.destroy_process_group()
+        print("flf_condition", flush=True)
+        save_ref(refs, "flf_condition", *record_flf_condition(pipe, off, cfg, checkpoint))
 
     report["interaction_layers"] = joint_meta["interaction_layers"]
     report["experts_cfg5"] = experts[5.0]
