@@ -26,12 +26,12 @@ from .checkpoint import open_checkpoint
 from .conditioning import ImageInput, image_condition, prepare_reference_image
 from .config import ModelIndex
 from .dit import DiTTower, load_dit
-from .joint import joint_forward
+from .joint import JointConstants, joint_forward
 from .lora import AppliedLoras, LoraFile, LoraStack, LoraStrengths, load_lora
 from .media import LoudnessTarget, write_mp4
 from .offload import ModelPlacement
 from .residency import PlacedResidency, Residency
-from .sampler import AUDIO_TOWER_MODULES, HIGH_NOISE_EXPERT, LOW_NOISE_EXPERT, Guidance, StepInfo, VelocityModel, sample
+from .sampler import AUDIO_TOWER_MODULES, HIGH_NOISE_EXPERT, LOW_NOISE_EXPERT, Guidance, Start, StepInfo, VelocityModel, sample
 from .scheduler import FlowMatchPairScheduler
 from .settings import DEFAULTS, GenerationSettings, ModelGeometry, check_settings, size_multiples
 from .text_encoder import TextEncoder
@@ -60,6 +60,7 @@ class GenerationOptions:
     video_init: torch.Tensor | None = None  # re-generation: raw Wan 2.1 video latents [1, z, T, h, w] ...
     audio_init: torch.Tensor | None = None  # ... and audio latents [1, Ca, La] to start from
     denoising_strength: float = 1.0  # < 1: start part-way from video_init/audio_init; 1 = from noise
+    batch_guidance: bool = False  # the text-CFG passes as one batch of two (same numbers to float rounding)
 
 
 @dataclasses.dataclass
@@ -110,21 +111,23 @@ class PreparedRun:
 
     @property
     def unchanged(self) -> bool:
-        """Denoising strength 0: the given latents are the result, no model runs."""
-        return self.settings.denoising_strength == 0.0
+        """Both strengths 0: the given latents are the result, no model runs."""
+        return self.settings.strength("video") == self.settings.strength("audio") == 0.0
 
 
 def velocity_model(experts: Mapping[str, DiTTower], audio_dit: DiTTower, bridge_module: DualTowerBridge | None,
                    condition: torch.Tensor, fps: float) -> VelocityModel:
-    """The sampler's model: the named expert + audio DiT + bridge on ``[noisy latents ‖ condition]``."""
+    """The sampler's model: the named expert + audio DiT + bridge on ``[noisy latents ‖ condition]``. What stays
+    constant during the generation (prompt keys/values, RoPE tables) is computed once (:class:`JointConstants`)."""
+    constants = JointConstants()
 
-    def velocity(expert: str, video_latents: torch.Tensor, audio_latents: torch.Tensor, context: torch.Tensor,
+    def velocity(expert: str, video_latents: torch.Tensor, audio_latents: torch.Tensor, context: Any,
                  video_timestep: torch.Tensor, audio_timestep: torch.Tensor, *, bridge: bool):
         dit = experts[expert]
         dtype = dit.compute_dtype
         video_input = torch.cat([video_latents, condition.to(video_latents.device)], dim=1).to(dtype)
-        return joint_forward(dit, audio_dit, bridge_module, video_input, audio_latents.to(dtype), context.to(dtype),
-                             video_timestep, audio_timestep, fps, bridge_enabled=bridge)
+        return joint_forward(dit, audio_dit, bridge_module, video_input, audio_latents.to(dtype), context,
+                             video_timestep, audio_timestep, fps, bridge_enabled=bridge, constants=constants)
 
     return velocity
 
@@ -257,7 +260,8 @@ class MovaPipeline:
                                                       settings.fps)
         clip = (f"height={settings.height}, width={settings.width}, {name('num_frames')}={settings.num_frames}, "
                 f"fps={settings.fps:g}")
-        inits = _init_latents(video_init, audio_init, settings.denoising_strength, video_shape, audio_shape, clip, name)
+        inits = _init_latents(settings, {"video": video_init, "audio": audio_init},
+                              {"video": video_shape, "audio": audio_shape}, clip, name)
         if settings.seed is None:
             settings = dataclasses.replace(settings, seed=random.randrange(2**63))
         drawn = (None, None) if video_noise is not None and audio_noise is not None else seeded_noise(
@@ -279,12 +283,14 @@ class MovaPipeline:
 
     def sample(self, run: PreparedRun, positive: torch.Tensor, negative: torch.Tensor | None = None, *,
                residency: Residency | None = None, callback: Callable[[StepInfo], None] | None = None,
-               check_cancelled: Callable[[], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               check_cancelled: Callable[[], None] | None = None,
+               batch_guidance: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Stage 2: the I2V condition and the denoising loop -> raw Wan 2.1 video latents ``[1, z, T, h, w]`` and
         audio latents ``[1, Ca, La]`` (float32, on the residency's device).
 
         ``positive``/``negative``: prompt embeddings ``[1, L, text_dim]`` (``negative`` only when
         ``run.needs_negative``). ``check_cancelled`` is called before every model pass and stops by raising.
+        ``batch_guidance``: the positive and negative passes run as one batch (more memory, fewer calls).
         """
         if run.unchanged:
             return run.video_init, run.audio_init
@@ -304,9 +310,10 @@ class MovaPipeline:
             model, self.scheduler, to_device(run.video_noise), to_device(run.audio_noise), to_device(positive),
             to_device(negative) if run.needs_negative else None,
             steps=s.steps, boundary_timestep=run.boundary_timestep, guidance=run.guidance,
-            video_shift=s.video_shift, audio_shift=s.audio_shift, denoising_strength=s.denoising_strength,
-            video_init=to_device(video_init), audio_init=to_device(run.audio_init),
-            callback=callback, check_cancelled=check_cancelled,
+            video_shift=s.video_shift, audio_shift=s.audio_shift,
+            video=Start(to_device(video_init), s.strength("video")), audio=Start(to_device(run.audio_init),
+                                                                               s.strength("audio")),
+            callback=callback, check_cancelled=check_cancelled, batch_guidance=batch_guidance,
         )
         return self.video_vae.denormalize(video), audio
 
@@ -366,7 +373,8 @@ class MovaPipeline:
         positive = None if run.unchanged else self.encode_prompt(prompt)
         negative = self.encode_prompt(negative_prompt) if run.needs_negative and not run.unchanged else None
         video_latents, audio_latents = self.sample(run, positive, negative, callback=callback,
-                                                   check_cancelled=opts.check_cancelled)
+                                                   check_cancelled=opts.check_cancelled,
+                                                   batch_guidance=opts.batch_guidance)
         return Generation(video=self.decode_video(video_latents, tile_size=opts.decode_tile_size),
                           audio=self.decode_audio(audio_latents, run.num_samples),
                           sample_rate=self.audio_vae.sample_rate, fps=fps, seed=run.settings.seed,
@@ -417,18 +425,20 @@ def _check_shape(name: str, tensor: torch.Tensor, shape: tuple[int, ...], clip: 
                          "or change the settings to the clip's.")
 
 
-def _init_latents(video: torch.Tensor | None, audio: torch.Tensor | None, strength: float,
-                  video_shape: tuple[int, ...], audio_shape: tuple[int, ...], clip: str,
+def _init_latents(settings: GenerationSettings, inits: Mapping[str, torch.Tensor | None],
+                  shapes: Mapping[str, tuple[int, ...]], clip: str,
                   name: Callable[[str], str]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """The latents to re-generate (float32), checked; (None, None) at strength 1 (sampling starts from noise)."""
-    if strength >= 1.0:
-        return None, None
-    missing = [name(argument) for argument, latents in (("video_init", video), ("audio_init", audio)) if latents is None]
+    """The latents each modality starts from (float32), checked; None where its strength is 1 (from noise)."""
+    needed = [modality for modality in ("video", "audio") if settings.strength(modality) < 1.0]
+    missing = [modality for modality in needed if inits[modality] is None]
     if missing:
-        raise ValueError(f"{name('denoising_strength')}={strength:g} re-generates given latents, but "
-                         f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing: give both "
-                         f"{name('video_init')} and {name('audio_init')}, or set {name('denoising_strength')} to 1 "
-                         "to generate from noise.")
-    _check_shape(name("video_init"), video, video_shape, clip)
-    _check_shape(name("audio_init"), audio, audio_shape, clip)
-    return video.float(), audio.float()
+        setting = settings.strength_setting(missing[0])
+        governed = [f"{name(m + '_init')}" for m in needed if settings.strength_setting(m) == setting]
+        absent = [name(m + "_init") for m in missing]
+        raise ValueError(
+            f"{name(setting)}={getattr(settings, setting):g} re-generates given latents, but {' and '.join(absent)} "
+            f"{'is' if len(absent) == 1 else 'are'} missing: give {'both ' if len(governed) > 1 else ''}"
+            f"{' and '.join(governed)}, or set {name(setting)} to 1 to generate from noise.")
+    for modality in needed:
+        _check_shape(name(modality + "_init"), inits[modality], shapes[modality], clip)
+    return tuple(inits[m].float() if m in needed else None for m in ("video", "audio"))

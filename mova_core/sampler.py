@@ -125,34 +125,77 @@ def _predict(
     video_timestep: torch.Tensor,
     audio_timestep: torch.Tensor,
     check_cancelled: Callable[[], None] | None,
+    batch_guidance: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run the guidance passes and return the guided (video, audio) velocities in float32."""
+    """Run the guidance passes and return the guided (video, audio) velocities in float32.
+
+    ``batch_guidance``: the bridge-on passes (positive and negative prompt) run as one model call with a
+    batch of two, the model given the tuple of both contexts (and latents of batch 1, shared); the bridge-off
+    pass runs alone. Contexts that cannot be stacked (not tensors of one shape) run one by one."""
+    groups: list[tuple[Pass, ...]] = [(model_pass,) for model_pass in guidance.passes]
+    bridged = tuple(model_pass for model_pass in guidance.passes if model_pass.bridge)
+    stackable = {tuple(contexts[p.prompt].shape) if isinstance(contexts[p.prompt], torch.Tensor) else None
+                 for p in bridged}
+    if batch_guidance and len(bridged) > 1 and None not in stackable and len(stackable) == 1:
+        groups = [bridged] + [(model_pass,) for model_pass in guidance.passes if not model_pass.bridge]
     video_predictions: dict[Pass, torch.Tensor] = {}
     audio_predictions: dict[Pass, torch.Tensor] = {}
-    for model_pass in guidance.passes:
+    for group in groups:
         if check_cancelled is not None:
             check_cancelled()
-        v_video, v_audio = model(
-            expert, video, audio, contexts[model_pass.prompt], video_timestep, audio_timestep, bridge=model_pass.bridge
-        )
-        video_predictions[model_pass] = v_video.float()
-        audio_predictions[model_pass] = v_audio.float()
+        context = contexts[group[0].prompt] if len(group) == 1 else tuple(contexts[p.prompt] for p in group)
+        v_video, v_audio = model(expert, video, audio, context, video_timestep, audio_timestep, bridge=group[0].bridge)
+        for index, model_pass in enumerate(group):
+            video_predictions[model_pass] = v_video[index:index + 1].float()
+            audio_predictions[model_pass] = v_audio[index:index + 1].float()
     return guidance.combine(video_predictions), guidance.combine(audio_predictions)
 
 
-def _noised_start(noise: torch.Tensor, init: torch.Tensor | None, sigma: torch.Tensor, name: str) -> torch.Tensor:
-    """Start state ``(1 - sigma) * init + sigma * noise`` (the official scheduler's ``add_noise`` at the
-    first schedule sigma, unsnapped), or the noise itself."""
+@dataclasses.dataclass(frozen=True)
+class Start:
+    """How one modality starts and moves: ``strength`` 1 from noise; below 1 from ``init`` noised to the first
+    sigma of its column (the official ``add_noise``); 0 = ``init`` held clean at timestep 0 for the whole run
+    (re-imposed after every step, never stepped).
+
+    ``kept``/``kept_mask`` (``[1, 1, L]``-broadcastable, 1 = kept): latents known in part (for example the
+    audio a previous window already made); after every step the kept part is set to ``kept`` noised to the
+    next step's sigma with this modality's noise, so at the end it equals ``kept``.
+    """
+
+    init: torch.Tensor | None = None
+    strength: float = 1.0
+    kept: torch.Tensor | None = None
+    kept_mask: torch.Tensor | None = None
+
+    @property
+    def frozen(self) -> bool:
+        return self.strength == 0.0
+
+
+def _start_state(noise: torch.Tensor, start: Start, sigma: torch.Tensor, name: str) -> torch.Tensor:
+    """Start state: the noise, ``(1 - sigma) * init + sigma * noise``, or the frozen ``init`` itself."""
     noise = noise.float()
-    if init is None:
+    if start.strength < 1.0 and start.init is None:
+        raise ValueError(f"{name} strength {start.strength:g} needs {name} latents to start from; use 1.0 to sample "
+                         "from noise.")
+    if start.strength >= 1.0:
         return noise
-    if init.shape != noise.shape:
-        raise ValueError(
-            f"{name}_init has shape {tuple(init.shape)} but {name}_noise has {tuple(noise.shape)}; "
-            "pass init latents of the noise's shape."
-        )
+    if start.init.shape != noise.shape:
+        raise ValueError(f"{name} init latents have shape {tuple(start.init.shape)} but the {name} noise has "
+                         f"{tuple(noise.shape)}; pass init latents of the noise's shape.")
+    if start.frozen:
+        return start.init.float().to(noise.device)
     sigma = sigma.to(noise.device)
-    return (1 - sigma) * init.float() + sigma * noise
+    return (1 - sigma) * start.init.float().to(noise.device) + sigma * noise
+
+
+def _keep(state: torch.Tensor, start: Start, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """``state`` with its kept part replaced by the kept latents noised to ``sigma`` (see :class:`Start`)."""
+    if start.kept is None:
+        return state
+    mask = start.kept_mask.to(state.device, state.dtype)
+    known = (1 - sigma) * start.kept.float().to(state.device) + sigma * noise.float().to(state.device)
+    return mask * known + (1 - mask) * state
 
 
 def sample(
@@ -168,54 +211,58 @@ def sample(
     guidance: Guidance = Guidance(),
     video_shift: float | None = None,
     audio_shift: float | None = None,
-    denoising_strength: float = 1.0,
-    video_init: torch.Tensor | None = None,
-    audio_init: torch.Tensor | None = None,
+    video: Start = Start(),
+    audio: Start = Start(),
     callback: Callable[[StepInfo], None] | None = None,
     check_cancelled: Callable[[], None] | None = None,
+    batch_guidance: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Denoise (video, audio) latents with ``steps`` steps; returns the final float32 latents.
 
-    ``boundary_timestep``: expert switch (``scheduler.boundary_timestep(model_index.boundary_ratio)``).
+    ``boundary_timestep``: expert switch (``scheduler.boundary_timestep(model_index.boundary_ratio)``), decided on
+    the video timestep (a frozen video is at timestep 0: the low-noise expert throughout).
     ``video_shift``/``audio_shift``: per-modality "dual sigma shift" (None = official, config shift).
-    ``denoising_strength`` < 1 with ``video_init``/``audio_init``: start part-way from given latents,
-    noised to the first sigma of each column like the scheduler's ``add_noise``.
+    ``video``/``audio``: how each modality starts (:class:`Start`: from noise, part-way from given latents with a
+    strength per modality (the official ``dual_sigma_shift`` denoising strengths), or frozen).
     ``check_cancelled`` is called before every model pass and interrupts by raising.
+    ``batch_guidance``: run the bridge-on guidance passes as one batch (see :func:`_predict`).
     """
-    if (video_init is None) != (audio_init is None):
-        raise ValueError("pass both video_init and audio_init, or neither.")
-    if video_init is None and denoising_strength != 1.0:
-        raise ValueError(
-            f"denoising_strength={denoising_strength} needs video_init and audio_init latents to start from; "
-            "use 1.0 to sample from noise."
-        )
     schedule = scheduler.schedule(
-        steps, denoising_strength=denoising_strength, video_shift=video_shift, audio_shift=audio_shift
+        steps, denoising_strength=video.strength or 1.0, audio_denoising_strength=audio.strength or 1.0,
+        video_shift=video_shift, audio_shift=audio_shift,
     )
-    video = _noised_start(video_noise, video_init, schedule.sigmas[0, 0], "video")
-    audio = _noised_start(audio_noise, audio_init, schedule.sigmas[0, 1], "audio")
+    video_state = _start_state(video_noise, video, schedule.sigmas[0, 0], "video")
+    audio_state = _start_state(audio_noise, audio, schedule.sigmas[0, 1], "audio")
     contexts = {Pass.POSITIVE.prompt: positive, Pass.NEGATIVE.prompt: negative}
+    clean = torch.zeros((), dtype=torch.float32)
 
     expert = HIGH_NOISE_EXPERT
     for index in range(schedule.steps):
-        video_t, audio_t = schedule.timesteps[index]
+        video_t, audio_t = (clean if start.frozen else t for start, t in zip((video, audio), schedule.timesteps[index]))
         if video_t.item() < boundary_timestep:
             expert = LOW_NOISE_EXPERT
         video_v, audio_v = _predict(
-            model, expert, guidance, video, audio, contexts,
-            video_t.reshape(1).to(video.device), audio_t.reshape(1).to(audio.device), check_cancelled,
+            model, expert, guidance, video_state, audio_state, contexts,
+            video_t.reshape(1).to(video_state.device), audio_t.reshape(1).to(audio_state.device), check_cancelled,
+            batch_guidance,
         )
         last = index + 1 == schedule.steps
         next_video_t, next_audio_t = (None, None) if last else schedule.timesteps[index + 1]
-        new_video = scheduler.step(video_v, video, video_t, next_video_t)
-        new_audio = scheduler.step(audio_v, audio, audio_t, next_audio_t)
+        new_video = video_state if video.frozen else _keep(
+            scheduler.step(video_v, video_state, video_t, next_video_t), video, video_noise,
+            scheduler.sigma_at(next_video_t))
+        new_audio = audio_state if audio.frozen else _keep(
+            scheduler.step(audio_v, audio_state, audio_t, next_audio_t), audio, audio_noise,
+            scheduler.sigma_at(next_audio_t))
         if callback is not None:
             callback(StepInfo(
                 index=index, total=schedule.steps, video_timestep=video_t.item(), audio_timestep=audio_t.item(),
                 expert=expert, video_latents=new_video, audio_latents=new_audio,
                 video_velocity=video_v, audio_velocity=audio_v,
-                video_denoised=video - scheduler.sigma_at(video_t).to(video.device) * video_v,
-                audio_denoised=audio - scheduler.sigma_at(audio_t).to(audio.device) * audio_v,
+                video_denoised=video_state if video.frozen else
+                video_state - scheduler.sigma_at(video_t).to(video_state.device) * video_v,
+                audio_denoised=audio_state if audio.frozen else
+                audio_state - scheduler.sigma_at(audio_t).to(audio_state.device) * audio_v,
             ))
-        video, audio = new_video, new_audio
-    return video, audio
+        video_state, audio_state = new_video, new_audio
+    return video_state, audio_state

@@ -103,16 +103,19 @@ class FlowMatchPairScheduler:
         denoising_strength: float = 1.0,
         video_shift: float | None = None,
         audio_shift: float | None = None,
+        audio_denoising_strength: float | None = None,
     ) -> PairSchedule:
         """(video, audio) schedule of ``steps`` steps.
 
         ``video_shift``/``audio_shift`` = None keep the config shift for that column; both None is the
-        released pipeline (same column twice). Setting either is the official ``dual_sigma_shift``.
+        released pipeline (same column twice). Setting either, or an ``audio_denoising_strength`` other
+        than ``denoising_strength`` (None = the same), is the official ``dual_sigma_shift``.
         """
         self.check_shifts(video_shift, audio_shift)
+        audio_strength = denoising_strength if audio_denoising_strength is None else audio_denoising_strength
         video = self.sigmas(steps, denoising_strength=denoising_strength, shift=video_shift)
-        audio = video if audio_shift == video_shift else self.sigmas(
-            steps, denoising_strength=denoising_strength, shift=audio_shift
+        audio = video if (audio_shift, audio_strength) == (video_shift, denoising_strength) else self.sigmas(
+            steps, denoising_strength=audio_strength, shift=audio_shift
         )
         sigmas = torch.stack([video, audio], dim=1)
         return PairSchedule(timesteps=sigmas * self.config.num_train_timesteps, sigmas=sigmas)

@@ -52,6 +52,8 @@ BOUNDS: dict[str, Bounds] = {
     "audio_shift": Bounds(0.1, 50.0),
     "boundary_ratio": Bounds(0.0, 1.0),
     "denoising_strength": Bounds(0.0, 1.0),
+    "video_strength": Bounds(0.0, 1.0),
+    "audio_strength": Bounds(0.0, 1.0),
 }
 """The documented range of every numeric setting (the ComfyUI widgets use the same numbers)."""
 
@@ -60,7 +62,9 @@ BOUNDS: dict[str, Bounds] = {
 class GenerationSettings:
     """One clip's settings. ``seed=None`` draws a random seed; ``None`` shifts and boundary = the checkpoint's.
 
-    ``denoising_strength`` < 1 re-generates given latents (1 = from noise, 0 = the given latents unchanged).
+    ``denoising_strength`` < 1 re-generates given latents (1 = from noise, 0 = the given latents unchanged);
+    ``video_strength``/``audio_strength`` set one modality's own (None = ``denoising_strength``; 0 = that
+    modality is held as given while the other is generated: audio-driven video, video-driven audio).
     """
 
     height: int = 352
@@ -75,6 +79,17 @@ class GenerationSettings:
     audio_shift: float | None = None
     boundary_ratio: float | None = None
     denoising_strength: float = 1.0
+    video_strength: float | None = None
+    audio_strength: float | None = None
+
+    def strength(self, modality: str) -> float:
+        """The denoising strength of ``"video"`` or ``"audio"``: its own setting, else ``denoising_strength``."""
+        own = self.video_strength if modality == "video" else self.audio_strength
+        return self.denoising_strength if own is None else own
+
+    def strength_setting(self, modality: str) -> str:
+        """The name of the setting that gives ``modality`` its strength."""
+        return "denoising_strength" if getattr(self, f"{modality}_strength") is None else f"{modality}_strength"
 
 
 DEFAULTS = GenerationSettings()

@@ -9,7 +9,7 @@ import torch
 
 from conftest import assert_close_to_reference
 from mova_core.config import ModelIndex, SchedulerConfig
-from mova_core.sampler import HIGH_NOISE_EXPERT, LOW_NOISE_EXPERT, Guidance, Pass, StepInfo, sample
+from mova_core.sampler import HIGH_NOISE_EXPERT, LOW_NOISE_EXPERT, Guidance, Pass, Start, StepInfo, sample
 from mova_core.scheduler import FlowMatchPairScheduler
 
 # The loop does the official float32 arithmetic on recorded predictions: float32 rounding only.
@@ -255,8 +255,7 @@ def test_denoising_strength_starts_from_noised_init():
     video_noise, audio_noise, video_target, audio_target = make_inputs()
     model = ExactFlowModel(video_noise, audio_noise, video_target, audio_target)
     video, audio = sample(model, SCHEDULER, video_noise, audio_noise, "pos", "neg", steps=4,
-                          boundary_timestep=BOUNDARY, denoising_strength=0.6,
-                          video_init=video_target, audio_init=audio_target)
+                          boundary_timestep=BOUNDARY, video=Start(video_target, 0.6), audio=Start(audio_target, 0.6))
     schedule = SCHEDULER.schedule(4, denoising_strength=0.6)
     sigma_min = SCHEDULER.config.sigma_min
     start = sigma_min + (1 - sigma_min) * 0.6
@@ -270,9 +269,49 @@ def test_denoising_strength_starts_from_noised_init():
 
 def test_bad_init_arguments_raise():
     video_noise, audio_noise, video_target, _ = make_inputs()
-    with pytest.raises(ValueError, match="video_init and audio_init"):
-        run(denoising_strength=0.5)
-    with pytest.raises(ValueError, match="both"):
-        run(video_init=video_target)
-    with pytest.raises(ValueError, match="audio_init has shape"):
-        run(video_init=video_target, audio_init=torch.zeros(1, 3, 8))
+    with pytest.raises(ValueError, match="video strength 0.5 needs video latents"):
+        run(video=Start(strength=0.5))
+    with pytest.raises(ValueError, match="audio init latents have shape"):
+        run(video=Start(video_target, 0.5), audio=Start(torch.zeros(1, 3, 8), 0.5))
+
+
+def test_each_modality_has_its_own_strength():
+    """The audio column starts at its own sigma (official dual_sigma_shift audio_denoising_strength)."""
+    video_noise, audio_noise, video_target, audio_target = make_inputs()
+    model, _ = run(audio=Start(audio_target, 0.4), guidance=Guidance(1.0, 1.0))
+    schedule = SCHEDULER.schedule(4, audio_denoising_strength=0.4)
+    assert [c[3] for c in model.calls] == schedule.video_timesteps.tolist()
+    assert [c[4] for c in model.calls] == schedule.audio_timesteps.tolist()
+    assert schedule.audio_timesteps[0] < schedule.video_timesteps[0] == 1000.0
+
+
+def test_a_frozen_modality_stays_clean_at_timestep_0_while_the_other_is_denoised():
+    video_noise, audio_noise, video_target, audio_target = make_inputs()
+    seen = []
+
+    class Recording(ExactFlowModel):
+        def __call__(self, expert, video_latents, audio_latents, *args, **kwargs):
+            seen.append(audio_latents.clone())
+            return super().__call__(expert, video_latents, audio_latents, *args, **kwargs)
+
+    model = Recording(video_noise, audio_noise, video_target, audio_target)
+    _, (video, audio) = run(model, audio=Start(audio_target, 0.0))
+    assert all(torch.equal(latents, audio_target) for latents in seen) and torch.equal(audio, audio_target)
+    assert {c[4] for c in model.calls} == {0.0}
+    torch.testing.assert_close(video, video_target, rtol=1e-5, atol=1e-5)
+    frozen_video, _ = run(video=Start(video_target, 0.0))
+    assert {c[3] for c in frozen_video.calls} == {0.0}
+    assert {c[0] for c in frozen_video.calls} == {LOW_NOISE_EXPERT}, "a clean video is the low-noise expert's"
+
+
+def test_kept_latents_are_reimposed_at_the_next_sigma_and_end_exact():
+    video_noise, audio_noise, video_target, audio_target = make_inputs()
+    kept = torch.randn(audio_target.shape, generator=torch.Generator().manual_seed(9))
+    mask = torch.zeros(1, 1, audio_target.shape[-1])
+    mask[..., :3] = 1.0
+    states = []
+    _, (_, audio) = run(audio=Start(kept=kept, kept_mask=mask), callback=lambda info: states.append(info))
+    assert torch.equal(audio[..., :3], kept[..., :3])
+    torch.testing.assert_close(audio[..., 3:], audio_target[..., 3:], rtol=1e-5, atol=1e-5)
+    sigma = SCHEDULER.sigma_at(SCHEDULER.schedule(4).audio_timesteps[1])
+    torch.testing.assert_close(states[0].audio_latents[..., :3], (1 - sigma) * kept[..., :3] + sigma * audio_noise[..., :3])
