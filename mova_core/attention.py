@@ -118,9 +118,16 @@ class QKNormAttention(nn.Module):
 
     def project(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q from ``x``, k and v from ``y``, each split into heads: [B, L, heads, head_dim]."""
-        q = self.norm_q(self.q(x))
-        k = self.norm_k(self.k(y))
-        return self._heads(q), self._heads(k), self._heads(self.v(y))
+        return (self.project_q(x), *self.project_kv(y))
+
+    def project_q(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised queries from ``x``: [B, Lq, heads, head_dim]."""
+        return self._heads(self.norm_q(self.q(x)))
+
+    def project_kv(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised keys and values from ``y``: [B, Lk, heads, head_dim] each (constant for a constant ``y``,
+        such as the prompt of the towers' text cross-attention)."""
+        return self._heads(self.norm_k(self.k(y))), self._heads(self.v(y))
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Attention over heads, merged and projected by ``o``: [B, Lq, dim]."""

@@ -19,6 +19,9 @@ from .loading import ComponentPath, load_network
 from .ops import cast_like
 from .rope import apply_interleaved_rope, audio_rope_table, video_rope_table
 
+TextKV = tuple[torch.Tensor, torch.Tensor]
+"""Keys and values [B, L_text, heads, head_dim] of a block's text cross-attention."""
+
 def timestep_sinusoid(timestep: torch.Tensor, dim: int) -> torch.Tensor:
     """Official ``sinusoidal_embedding_1d``: [cos | sin] of ``t * 10000^(-k/(dim/2))`` in float64
     on the raw timestep (0..1000), returned as float32 [B, dim]."""
@@ -59,12 +62,18 @@ class DiTBlock(nn.Module):
         self.ffn = nn.Sequential(operations.Linear(dim, ffn_dim), nn.GELU(approximate="tanh"), operations.Linear(ffn_dim, dim))
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, t_mod: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
-        """``x`` [B, L, dim], ``context`` [B, L_text, dim] (already embedded), ``t_mod`` [B, 6, dim]."""
+    def forward(self, x: torch.Tensor, context: torch.Tensor | TextKV, t_mod: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+        """``x`` [B, L, dim], ``context`` [B, L_text, dim] (already embedded) or its keys and values from
+        :meth:`text_kv`, ``t_mod`` [B, 6, dim]."""
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (cast_like(self.modulation, t_mod) + t_mod).chunk(6, dim=1)
         x = x + gate_msa * self.self_attn(fused_modulate(self.norm1(x), shift_msa, scale_msa), rope)
-        x = x + self.cross_attn(self.norm3(x), context)
+        k, v = self.text_kv(context) if isinstance(context, torch.Tensor) else context
+        x = x + self.cross_attn.attend(self.cross_attn.project_q(self.norm3(x)), k, v)
         return x + gate_mlp * self.ffn(fused_modulate(self.norm2(x), shift_mlp, scale_mlp))
+
+    def text_kv(self, context: torch.Tensor) -> TextKV:
+        """Keys and values of the text cross-attention for an embedded prompt (constant for a generation)."""
+        return self.cross_attn.project_kv(context)
 
 
 class Head(nn.Module):
