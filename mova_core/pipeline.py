@@ -14,6 +14,7 @@ path) and re-generation from given latents with a denoising strength (the offici
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -29,6 +30,7 @@ from .dit import DiTTower, load_dit
 from .joint import JointConstants, joint_forward
 from .lora import AppliedLoras, LoraFile, LoraStack, LoraStrengths, load_lora
 from .media import LoudnessTarget, write_mp4
+from .media.audio_input import AudioInput, fit_audio, frames_covering, load_audio
 from .offload import ModelPlacement
 from .residency import PlacedResidency, Residency
 from .sampler import AUDIO_TOWER_MODULES, HIGH_NOISE_EXPERT, LOW_NOISE_EXPERT, Guidance, Start, StepInfo, VelocityModel, sample
@@ -60,6 +62,12 @@ class GenerationOptions:
     video_init: torch.Tensor | None = None  # re-generation: raw Wan 2.1 video latents [1, z, T, h, w] ...
     audio_init: torch.Tensor | None = None  # ... and audio latents [1, Ca, La] to start from
     denoising_strength: float = 1.0  # < 1: start part-way from video_init/audio_init; 1 = from noise
+    audio: AudioInput | None = None  # audio-driven: a file, (waveform, sample_rate) or a ComfyUI AUDIO
+    audio_mode: str = "freeze"  # "freeze": held clean at timestep 0; "strength": noised to audio_strength
+    audio_strength: float | None = None  # audio's own denoising strength (None = denoising_strength)
+    video: torch.Tensor | None = None  # video-driven audio: frames float [F, H, W, 3] in 0..1 (or uint8)
+    video_mode: str = "freeze"
+    video_strength: float | None = None
     batch_guidance: bool = False  # the text-CFG passes as one batch of two (same numbers to float rounding)
 
 
@@ -351,9 +359,9 @@ class MovaPipeline:
         return self.text_encoder.encode([prompt])
 
     def generate(self, prompt: str, negative_prompt: str = DEFAULT_NEGATIVE_PROMPT, image: ImageInput | None = None,
-                 height: int = DEFAULTS.height, width: int = DEFAULTS.width, num_frames: int = DEFAULTS.num_frames,
-                 fps: float = DEFAULTS.fps, steps: int = DEFAULTS.steps, text_cfg: float = DEFAULTS.text_cfg,
-                 bridge_cfg: float = DEFAULTS.bridge_cfg, seed: int | None = None,
+                 height: int = DEFAULTS.height, width: int = DEFAULTS.width,
+                 num_frames: int | None = DEFAULTS.num_frames, fps: float = DEFAULTS.fps, steps: int = DEFAULTS.steps,
+                 text_cfg: float = DEFAULTS.text_cfg, bridge_cfg: float = DEFAULTS.bridge_cfg, seed: int | None = None,
                  video_noise: torch.Tensor | None = None, audio_noise: torch.Tensor | None = None,
                  callback: Callable[[StepInfo], None] | None = None, **options: Any) -> Generation:
         """Generate a clip (:meth:`prepare`, :meth:`sample`, then the decoders); ``image=None`` is T2VA.
@@ -361,24 +369,55 @@ class MovaPipeline:
         ``video_noise``/``audio_noise`` replace the random draws; otherwise ``seed`` (random when
         None) seeds a CPU generator, so a seed means the same clip on every device.
         ``options``: see :class:`GenerationOptions` (``last_image`` for first + last frame;
-        ``video_init``/``audio_init`` with ``denoising_strength`` < 1 to re-generate given latents).
+        ``video_init``/``audio_init`` with ``denoising_strength`` < 1 to re-generate given latents;
+        ``audio`` to drive the picture with given sound, ``video`` to give frames a soundtrack).
+        ``num_frames=None`` with ``audio``: the fewest frames that cover it (with ``video``: its frames).
         """
         opts = self._options(options)
-        settings = GenerationSettings(height=height, width=width, num_frames=num_frames, fps=fps, steps=steps,
-                                text_cfg=text_cfg, bridge_cfg=bridge_cfg, seed=seed, video_shift=opts.video_shift,
-                                audio_shift=opts.audio_shift, boundary_ratio=opts.boundary_ratio,
-                                denoising_strength=opts.denoising_strength)
-        run = self.prepare(settings, image=image, last_image=opts.last_image, video_init=opts.video_init,
-                           audio_init=opts.audio_init, video_noise=video_noise, audio_noise=audio_noise)
+        driving_audio = None if opts.audio is None else load_audio(opts.audio, self.audio_vae.sample_rate)
+        driving_video = None if opts.video is None else _frames_input(opts.video, height, width)
+        num_frames = self._frame_count(num_frames, driving_audio, driving_video, fps)
+        settings = GenerationSettings(
+            height=height, width=width, num_frames=num_frames, fps=fps, steps=steps, text_cfg=text_cfg,
+            bridge_cfg=bridge_cfg, seed=seed, video_shift=opts.video_shift, audio_shift=opts.audio_shift,
+            boundary_ratio=opts.boundary_ratio, denoising_strength=opts.denoising_strength,
+            video_strength=_driven_strength("video", driving_video, opts.video_mode, opts.video_strength),
+            audio_strength=_driven_strength("audio", driving_audio, opts.audio_mode, opts.audio_strength))
+        check_settings(settings, self.geometry)  # before any network encodes the driving inputs
+        num_samples = self.audio_num_samples(num_frames, fps)
+        driving_audio = None if driving_audio is None else fit_audio(driving_audio, num_samples)
+        video_init = _one_of("video", opts.video_init, driving_video, self.encode_video)
+        audio_init = _one_of("audio", opts.audio_init, driving_audio, self.encode_audio)
+        if image is None and driving_video is not None:
+            image = driving_video[0]
+        run = self.prepare(settings, image=image, last_image=opts.last_image, video_init=video_init,
+                           audio_init=audio_init, video_noise=video_noise, audio_noise=audio_noise)
         positive = None if run.unchanged else self.encode_prompt(prompt)
         negative = self.encode_prompt(negative_prompt) if run.needs_negative and not run.unchanged else None
         video_latents, audio_latents = self.sample(run, positive, negative, callback=callback,
                                                    check_cancelled=opts.check_cancelled,
                                                    batch_guidance=opts.batch_guidance)
-        return Generation(video=self.decode_video(video_latents, tile_size=opts.decode_tile_size),
-                          audio=self.decode_audio(audio_latents, run.num_samples),
-                          sample_rate=self.audio_vae.sample_rate, fps=fps, seed=run.settings.seed,
-                          video_latents=video_latents.cpu(), audio_latents=audio_latents.cpu())
+        video_kept = driving_video is not None and settings.strength("video") == 0.0
+        audio_kept = driving_audio is not None and settings.strength("audio") == 0.0
+        return Generation(
+            video=driving_video if video_kept else self.decode_video(video_latents, tile_size=opts.decode_tile_size),
+            audio=driving_audio if audio_kept else self.decode_audio(audio_latents, run.num_samples),
+            sample_rate=self.audio_vae.sample_rate, fps=fps, seed=run.settings.seed,
+            video_latents=video_latents.cpu(), audio_latents=audio_latents.cpu())
+
+    def _frame_count(self, num_frames: int | None, audio: torch.Tensor | None, frames: torch.Tensor | None,
+                     fps: float) -> int:
+        """``num_frames``, or for None the given frames' count or the fewest frames that cover the given audio."""
+        if num_frames is not None:
+            return num_frames
+        if frames is not None:
+            return frames.shape[0]
+        if audio is None:
+            raise ValueError("num_frames=None needs audio (the clip then covers it) or video; give num_frames, "
+                             f"e.g. {DEFAULTS.num_frames}.")
+        if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+            raise ValueError(f"fps={fps!r} must be a positive number, e.g. {DEFAULTS.fps}.")
+        return frames_covering(audio.shape[1], self.audio_vae.sample_rate, fps, self.geometry.temporal_factor)
 
     def encode_video(self, frames: torch.Tensor, *, residency: Residency | None = None) -> torch.Tensor:
         """Frames float ``[F, H, W, 3]`` in 0..1 (F = 4k+1) -> raw Wan 2.1 video latents ``[1, z, T, h, w]``
@@ -442,3 +481,36 @@ def _init_latents(settings: GenerationSettings, inits: Mapping[str, torch.Tensor
     for modality in needed:
         _check_shape(name(modality + "_init"), inits[modality], shapes[modality], clip)
     return tuple(inits[m].float() if m in needed else None for m in ("video", "audio"))
+
+
+DRIVING_MODES = ("freeze", "strength")
+"""How given audio (or video) drives a clip: held clean while the other modality is generated, or re-generated
+from its noised latents with a strength (0 = kept, 1 = from noise)."""
+
+
+def _driven_strength(modality: str, given: torch.Tensor | None, mode: str, strength: float | None) -> float | None:
+    """The modality's own strength: 0 when its given signal is frozen, else ``strength``."""
+    if mode not in DRIVING_MODES:
+        raise ValueError(f"{modality}_mode={mode!r} is not available; choose one of {list(DRIVING_MODES)}.")
+    if given is None:
+        return strength
+    return 0.0 if mode == "freeze" else (1.0 if strength is None else strength)
+
+
+def _one_of(modality: str, init: torch.Tensor | None, given: torch.Tensor | None,
+            encode: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor | None:
+    """The modality's start latents: given latents, or the given signal encoded (not both)."""
+    if init is not None and given is not None:
+        raise ValueError(f"give {modality} or {modality}_init, not both: {modality}_init is already encoded.")
+    return init if given is None else encode(given)
+
+
+def _frames_input(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Given frames as float32 ``[F, H, W, 3]`` in 0..1 (uint8 scaled), checked against the clip's size."""
+    if not isinstance(frames, torch.Tensor) or frames.ndim != 4 or frames.shape[-1] != 3:
+        shape = tuple(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__
+        raise ValueError(f"video: expected frames [F, H, W, 3] (float in 0..1 or uint8), got {shape}.")
+    if tuple(frames.shape[1:3]) != (height, width):
+        raise ValueError(f"video: frames are {frames.shape[2]}x{frames.shape[1]}, but the clip is {width}x{height}; "
+                         "set width and height to the frames' size or resize the frames.")
+    return frames.float() / 255.0 if frames.dtype == torch.uint8 else frames.float().clamp(0, 1)
