@@ -3,6 +3,11 @@
 Tensor layout everywhere in this module: ``[batch, tokens, heads, head_dim]`` ("BLHD"), the
 layout the projections produce with a plain ``view``. Attention is full (no mask) with the
 softmax scale ``1 / sqrt(head_dim)``, as in the official MOVA code.
+
+Every attention of the model (self and text attention of both towers, both Bridge directions and the
+Bridge's per-frame pooling) calls :func:`attention` with the backend its layer was built with: ``sdpa``
+(PyTorch, exact), ``flash`` (flash-attn), ``sage`` (sageattention, 8-bit q/k), or one registered by an
+adapter (ComfyUI's ``comfy``, see ``nodes/comfy_model.py``).
 """
 
 from __future__ import annotations
@@ -26,21 +31,36 @@ def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return out.transpose(1, 2)
 
 
-def _flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def _check_cuda_half(name: str, q: torch.Tensor) -> None:
+    """GPU kernels (flash, sage) take float16/bfloat16 CUDA tensors only."""
     if not q.is_cuda or q.dtype not in (torch.float16, torch.bfloat16):
         raise AttentionBackendError(
-            f"attention backend 'flash' needs float16/bfloat16 CUDA tensors, got {q.dtype} on {q.device}; "
+            f"attention backend {name!r} needs float16/bfloat16 CUDA tensors, got {q.dtype} on {q.device}; "
             "use backend='sdpa' for other inputs."
         )
+
+
+def _flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    _check_cuda_half("flash", q)
     from flash_attn import flash_attn_func  # imported lazily: optional dependency
 
     return flash_attn_func(q, k, v)
+
+
+def _sage(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """SageAttention (8-bit quantised q/k; approximate, about 2x FlashAttention-2): head sizes up to 128,
+    which every MOVA attention has (towers 128, Bridge 128 in the released shapes)."""
+    _check_cuda_half("sage", q)
+    from sageattention import sageattn  # imported lazily: optional dependency
+
+    return sageattn(q, k, v, tensor_layout="NHD", is_causal=False)
 
 
 # name -> (python module that must be importable, or None; kernel)
 _BACKENDS: dict[str, tuple[str | None, AttentionKernel]] = {
     "sdpa": (None, _sdpa),
     "flash": ("flash_attn", _flash),
+    "sage": ("sageattention", _sage),
 }
 
 
