@@ -8,6 +8,7 @@ mistake prints one ``error: ...`` line and exits with status 2 (``--debug`` show
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -20,11 +21,13 @@ from tqdm import tqdm
 
 from .conditioning import to_image_tensor
 from .media import LoudnessTarget
+from .lora import LoraStrengths
+from .media.audio_input import read_audio_file
 from .media.files import writable_folder_problem
 from .pack import pack_checkpoint
-from .pipeline import OFFICIAL_NEGATIVE_PROMPT, MovaPipeline
+from .pipeline import DRIVING_MODES, OFFICIAL_NEGATIVE_PROMPT, MovaPipeline
 from .sampler import StepInfo
-from .settings import GenerationSettings, geometry_problem, settings_problems
+from .settings import DEFAULTS, GenerationSettings, geometry_problem, settings_problems
 from .tiny import cached_tiny_checkpoint
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
@@ -43,11 +46,14 @@ def _add_sampling_arguments(parser: argparse.ArgumentParser, *, height: int, wid
                              "existing file is never overwritten (a numbered name is used)")
     parser.add_argument("--height", type=int, default=height)
     parser.add_argument("--width", type=int, default=width)
-    parser.add_argument("--frames", type=int, default=frames, help="number of frames, 4k+1")
-    parser.add_argument("--fps", type=float, default=24.0)
+    parser.set_defaults(default_frames=frames)
+    parser.add_argument("--frames", type=int, default=None,
+                        help=f"number of frames, 4k+1 (default {frames}, or with --audio the fewest covering it)")
+    parser.add_argument("--fps", type=float, default=DEFAULTS.fps)
     parser.add_argument("--steps", type=int, default=steps)
-    parser.add_argument("--text-cfg", type=float, default=5.0)
-    parser.add_argument("--bridge-cfg", type=float, default=1.0, help="1.0 = the released model's text CFG only")
+    parser.add_argument("--text-cfg", type=float, default=DEFAULTS.text_cfg)
+    parser.add_argument("--bridge-cfg", type=float, default=DEFAULTS.bridge_cfg,
+                        help="1.0 = the released model's text CFG only")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--loudness", type=float, default=None, metavar="LUFS",
                         help="normalise the soundtrack to this integrated loudness (off by default, as officially)")
@@ -64,13 +70,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--cache", type=Path, default=None, help="where the tiny model is kept (default ~/.cache/mova_core)")
 
     generate = commands.add_parser("generate", help="generate a clip with an official MOVA folder")
-    _add_sampling_arguments(generate, height=352, width=640, frames=193, steps=50)
+    _add_sampling_arguments(generate, height=DEFAULTS.height, width=DEFAULTS.width, frames=DEFAULTS.num_frames,
+                            steps=DEFAULTS.steps)
     generate.add_argument("--model", type=Path, required=True,
                           help="MOVA folder (holds model_index.json) or packed MOVA .safetensors file")
     generate.add_argument("--prompt", required=True)
     generate.add_argument("--negative-prompt", default=OFFICIAL_NEGATIVE_PROMPT)
     generate.add_argument("--image", type=Path, default=None, help="first frame (I2VA); omit for T2VA")
     generate.add_argument("--last-image", type=Path, default=None, help="last frame (first + last frame; needs --image)")
+    generate.add_argument("--audio", type=Path, default=None,
+                          help="drive the picture with this sound (voice-over, song); without --frames the clip "
+                               "covers it")
+    generate.add_argument("--audio-mode", choices=DRIVING_MODES, default="freeze",
+                          help="freeze: the sound is kept as given; strength: it is re-generated from --audio-strength")
+    generate.add_argument("--audio-strength", type=float, default=None,
+                          help="with --audio-mode strength: 0 = kept, 1 = from noise (default 1)")
+    generate.add_argument("--lora", action="append", default=[], metavar="FILE[:STRENGTH]",
+                          help="apply a LoRA (repeatable; strength 1 by default, on every component)")
     generate.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16")
     generate.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     generate.add_argument("--offload", action="store_true",
@@ -106,7 +122,8 @@ def clip_path(out: str) -> Path:
 def clip_settings(args: argparse.Namespace) -> GenerationSettings:
     """The sampling options as settings, checked against their documented ranges (NaN and infinities
     included) before any model loads; errors name the options."""
-    settings = GenerationSettings(height=args.height, width=args.width, num_frames=args.frames, fps=args.fps,
+    frames = args.frames if args.frames is not None or getattr(args, "audio", None) else args.default_frames
+    settings = GenerationSettings(height=args.height, width=args.width, num_frames=frames, fps=args.fps,
                                   steps=args.steps, text_cfg=args.text_cfg, bridge_cfg=args.bridge_cfg, seed=args.seed)
     problems = settings_problems(settings, OPTION_NAMES)
     if problems:
@@ -192,9 +209,40 @@ def _command(args: argparse.Namespace) -> Path:
         pipe = MovaPipeline.from_pretrained(cached_tiny_checkpoint(args.cache), dtype=torch.float32)
         return _run(pipe, args, settings, out, loudness, negative_prompt="")
     image, last_image = open_image(args.image, "--image"), open_image(args.last_image, "--last-image")
+    driving = _driving_audio(args)
+    loras = [_lora_option(option) for option in args.lora]
     pipe = MovaPipeline.from_pretrained(args.model, dtype=DTYPES[args.dtype], device=args.device, offload=args.offload)
+    for file, strength in loras:
+        pipe.add_lora(file, LoraStrengths(strength, strength, strength, strength))
     return _run(pipe, args, settings, out, loudness, negative_prompt=args.negative_prompt, image=image,
-                last_image=last_image)
+                last_image=last_image, **driving)
+
+
+def _driving_audio(args: argparse.Namespace) -> dict[str, object]:
+    """``--audio`` read now (a bad file fails before the model loads) as ``generate`` options."""
+    if args.audio is None:
+        if args.audio_strength is not None or args.audio_mode != "freeze":
+            raise ValueError("--audio-mode and --audio-strength need --audio (the sound that drives the picture).")
+        return {}
+    try:
+        audio = read_audio_file(args.audio)
+    except (ValueError, FileNotFoundError) as error:
+        raise ValueError(f"--audio {args.audio}: {str(error).removeprefix('audio: ')}") from None
+    return {"audio": audio, "audio_mode": args.audio_mode, "audio_strength": args.audio_strength}
+
+
+def _lora_option(option: str) -> tuple[Path, float]:
+    """``--lora FILE[:STRENGTH]`` checked: the file exists and the strength is a finite number."""
+    file, _, strength = option.rpartition(":") if ":" in option else (option, "", "1")
+    try:
+        value = float(strength)
+    except ValueError:
+        value = float("nan")
+    if not file or not math.isfinite(value):
+        raise ValueError(f"--lora {option}: give FILE or FILE:STRENGTH with a finite strength, e.g. style.safetensors:0.8.")
+    if not Path(file).exists():
+        raise ValueError(f"--lora {option}: {file} does not exist.")
+    return Path(file), value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

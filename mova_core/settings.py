@@ -131,7 +131,7 @@ def geometry_problem(settings: GenerationSettings, geometry: ModelGeometry, name
             return (f"{names.get(field, field)}={value} must be a positive multiple of {multiple}; "
                     f"nearest valid value: {_nearest_multiple(value, multiple)}.")
     factor = geometry.temporal_factor
-    if (settings.num_frames - 1) % factor:
+    if settings.num_frames is not None and (settings.num_frames - 1) % factor:  # None: derived from given audio
         return (f"{names.get('num_frames', 'num_frames')}={settings.num_frames} must be {factor}k+1 "
                 f"(1, {factor + 1}, {2 * factor + 1}, ...); "
                 f"nearest valid value: {nearest_frame_count(settings.num_frames, factor)}.")

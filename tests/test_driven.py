@@ -110,3 +110,28 @@ def test_bad_driving_inputs_name_the_argument(pipe):
         pipe.generate("x", **{**clip, "num_frames": None})
     with pytest.raises(ValueError, match="give audio or audio_init, not both"):
         pipe.generate("x", audio=(torch.zeros(1, 100), 8000), audio_init=torch.zeros(1, 2, 3), **clip)
+
+
+def test_cli_audio_drives_a_clip_that_covers_it(tmp_path: Path):
+    import subprocess
+    import sys
+
+    import av
+
+    from conftest import REPO_ROOT
+    from mova_core.tiny import cached_tiny_checkpoint
+
+    rate, seconds = 48000, 1.3
+    time = torch.arange(int(seconds * rate)) / rate
+    soundfile.write(str(tmp_path / "voice.wav"), (0.3 * torch.sin(2 * torch.pi * 220 * time)).numpy(), rate)
+    command = [sys.executable, "-m", "mova_core", "generate", "--model", str(cached_tiny_checkpoint()), "--prompt",
+               "a man speaks", "--audio", str(tmp_path / "voice.wav"), "--height", "32", "--width", "48", "--steps",
+               "2", "--fps", "24", "--dtype", "float32", "--out", str(tmp_path / "talk.mp4")]
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    with av.open(str(tmp_path / "talk.mp4")) as container:
+        frames = container.streams.video[0].frames
+    assert frames == frames_covering(int(seconds * rate), rate, 24.0, 4) == 33
+    bad = subprocess.run(command[:-2] + ["--audio", str(tmp_path / "none.wav"), "--out", str(tmp_path / "x.mp4")],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "--audio" in bad.stderr and "none.wav does not exist" in bad.stderr
