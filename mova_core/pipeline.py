@@ -35,6 +35,7 @@ from .offload import ModelPlacement
 from .residency import PlacedResidency, Residency
 from .sampler import AUDIO_TOWER_MODULES, HIGH_NOISE_EXPERT, LOW_NOISE_EXPERT, Guidance, Start, StepInfo, VelocityModel, sample
 from .scheduler import FlowMatchPairScheduler
+from .step_cache import PassStats, StepCache
 from .settings import DEFAULTS, GenerationSettings, ModelGeometry, check_settings, size_multiples
 from .text_encoder import TextEncoder
 from .video_vae import VideoVAE, frames_from_pixels, load_video_vae
@@ -69,6 +70,7 @@ class GenerationOptions:
     video_mode: str = "freeze"
     video_strength: float | None = None
     batch_guidance: bool = False  # the text-CFG passes as one batch of two (same numbers to float rounding)
+    cache_threshold: float = 0.0  # step cache (mova_core.step_cache): 0 = off (exact); e.g. 0.05 skips passes
 
 
 @dataclasses.dataclass
@@ -87,6 +89,7 @@ class Generation:
     seed: int | None
     video_latents: torch.Tensor | None = None
     audio_latents: torch.Tensor | None = None
+    stats: PassStats | None = None  # model passes computed and reused from the step cache
 
     def save(self, path: str | Path, *, loudness: LoudnessTarget | None = None, overwrite: bool = False) -> Path:
         """Write an .mp4 (H.264 + AAC); never overwrites unless asked. Returns the final path."""
@@ -292,13 +295,15 @@ class MovaPipeline:
     def sample(self, run: PreparedRun, positive: torch.Tensor, negative: torch.Tensor | None = None, *,
                residency: Residency | None = None, callback: Callable[[StepInfo], None] | None = None,
                check_cancelled: Callable[[], None] | None = None,
-               batch_guidance: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+               batch_guidance: bool = False, cache_threshold: float = 0.0,
+               stats: PassStats | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Stage 2: the I2V condition and the denoising loop -> raw Wan 2.1 video latents ``[1, z, T, h, w]`` and
         audio latents ``[1, Ca, La]`` (float32, on the residency's device).
 
         ``positive``/``negative``: prompt embeddings ``[1, L, text_dim]`` (``negative`` only when
         ``run.needs_negative``). ``check_cancelled`` is called before every model pass and stops by raising.
         ``batch_guidance``: the positive and negative passes run as one batch (more memory, fewer calls).
+        ``cache_threshold`` > 0: reuse passes by the step cache rule (:mod:`mova_core.step_cache`); ``stats`` counts them.
         """
         if run.unchanged:
             return run.video_init, run.audio_init
@@ -310,8 +315,9 @@ class MovaPipeline:
         residency.video_vae(s.height, s.width)
         condition = image_condition(self.video_vae, run.image, s.num_frames, last_image=run.last_image)
         device = residency.device
-        model = _resident(velocity_model(self.experts, self.audio_dit, self.bridge, condition.to(device), s.fps),
-                          residency, run.video_shape, run.audio_shape)
+        model = StepCache(_resident(velocity_model(self.experts, self.audio_dit, self.bridge, condition.to(device),
+                                                   s.fps), residency, run.video_shape, run.audio_shape),
+                          cache_threshold, s.steps, stats)
         to_device = lambda tensor: None if tensor is None else tensor.float().to(device)  # noqa: E731
         video_init = None if run.video_init is None else self.video_vae.normalize(run.video_init.float())
         video, audio = sample(
@@ -396,14 +402,15 @@ class MovaPipeline:
         negative = self.encode_prompt(negative_prompt) if run.needs_negative and not run.unchanged else None
         video_latents, audio_latents = self.sample(run, positive, negative, callback=callback,
                                                    check_cancelled=opts.check_cancelled,
-                                                   batch_guidance=opts.batch_guidance)
+                                                   batch_guidance=opts.batch_guidance,
+                                                   cache_threshold=opts.cache_threshold, stats=(stats := PassStats()))
         video_kept = driving_video is not None and settings.strength("video") == 0.0
         audio_kept = driving_audio is not None and settings.strength("audio") == 0.0
         return Generation(
             video=driving_video if video_kept else self.decode_video(video_latents, tile_size=opts.decode_tile_size),
             audio=driving_audio if audio_kept else self.decode_audio(audio_latents, run.num_samples),
             sample_rate=self.audio_vae.sample_rate, fps=fps, seed=run.settings.seed,
-            video_latents=video_latents.cpu(), audio_latents=audio_latents.cpu())
+            video_latents=video_latents.cpu(), audio_latents=audio_latents.cpu(), stats=stats)
 
     def _frame_count(self, num_frames: int | None, audio: torch.Tensor | None, frames: torch.Tensor | None,
                      fps: float) -> int:

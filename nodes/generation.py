@@ -18,6 +18,7 @@ import latent_preview
 from ..mova_core.media import normalize_loudness
 from ..mova_core.pipeline import DEFAULT_NEGATIVE_PROMPT, PreparedRun
 from ..mova_core.sampler import HIGH_NOISE_EXPERT, StepInfo
+from ..mova_core.step_cache import PassStats
 from .comfy_model import MovaModel
 from .conditioning import embeddings_from_conditioning
 from .latents import MISSING_KEY, audio_latent, latent_settings, empty_latent, latent_samples, plan_encode, video_latent
@@ -59,7 +60,8 @@ def _latents_out(model: MovaModel, run: PreparedRun, video: torch.Tensor, audio:
 
 def sample_latents(model: MovaModel, positive: Any, negative: Any, widgets: Mapping[str, Any], *,
                 start_image: torch.Tensor | None = None, end_image: torch.Tensor | None = None,
-                video_init: Any = None, audio_init: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
+                video_init: Any = None, audio_init: Any = None,
+                cache_threshold: float = 0.0) -> tuple[dict[str, Any], dict[str, Any]]:
     """Video and audio LATENTs for MOVA Sampler's ``widgets``; every check runs before the first model pass.
 
     ``end_image``: the last frame (first + last frame). ``video_init``/``audio_init``: the LATENTs to
@@ -83,8 +85,11 @@ def sample_latents(model: MovaModel, positive: Any, negative: Any, widgets: Mapp
         middle = info.video_denoised.shape[2] // 2
         preview(info.index, info.video_denoised[:, :, middle:middle + 1], info.video_latents, info.total)
 
+    stats = PassStats()
     video, audio = pipe.sample(run, positive_context, negative_context, residency=model.residency, callback=on_step,
-                               check_cancelled=mm.throw_exception_if_processing_interrupted)
+                               check_cancelled=mm.throw_exception_if_processing_interrupted,
+                               cache_threshold=cache_threshold, stats=stats)
+    log.info("MOVA Sampler: %s.", stats)
     return _latents_out(model, run, video, audio)
 
 

@@ -11,7 +11,7 @@ from ..mova_core.settings import SEED_MAX
 from .comfy_io import CATEGORY, MovaModelType, number_input
 from .comfy_model import MovaModel
 from .generation import sample_latents
-from .widgets import SAMPLER, settings_problem
+from .widgets import SAMPLER, SPEED, settings_problem
 
 _SLIDERS = ("text_cfg", "bridge_cfg")
 
@@ -27,7 +27,8 @@ class MOVASampler(io.ComfyNode):
                             tooltip="Noise seed; the same seed gives the same video on any device.")
         widgets = [*map(_widget, ("width", "height", "frames", "fps", "steps")), seed,
                    *map(_widget, ("text_cfg", "bridge_cfg", "video_shift", "audio_shift", "boundary")),
-                   _widget("denoise", optional=True)]  # optional: API prompts made before it still run (1.0)
+                   _widget("denoise", optional=True),  # optional: API prompts made before it still run (1.0)
+                   number_input(SPEED["cache_threshold"], optional=True)]
         return io.Schema(
             node_id="MOVASampler", display_name="MOVA Sampler", category=CATEGORY,
             description="Generates video and audio latents together: two video experts switched at the boundary, the "
@@ -63,7 +64,8 @@ class MOVASampler(io.ComfyNode):
     @classmethod
     def execute(cls, mova_model: MovaModel, positive: Any, negative: Any = None, start_image: torch.Tensor | None = None,
                 end_image: torch.Tensor | None = None, video_latent: Any = None, audio_latent: Any = None,
-                **widgets: Any) -> io.NodeOutput:
+                cache_threshold: float = 0.0, **widgets: Any) -> io.NodeOutput:
         video, audio = sample_latents(mova_model, positive, negative, widgets, start_image=start_image,
-                                   end_image=end_image, video_init=video_latent, audio_init=audio_latent)
+                                   end_image=end_image, video_init=video_latent, audio_init=audio_latent,
+                                   cache_threshold=cache_threshold)
         return io.NodeOutput(video, audio)

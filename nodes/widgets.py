@@ -100,6 +100,15 @@ SAMPLER = {spec.name: spec for spec in (
 )}
 
 
+SPEED = {spec.name: spec for spec in (
+    NumberSpec("cache_threshold", 0.0, 0.0, 1.0, 0.01,
+               "Step cache: reuse a model pass while its output is predicted to change less than this (EasyCache "
+               "rule). 0 = off, exact; 0.05 is EasyCache's setting for Wan (published: 2.2x on Wan 2.2 A14B; not yet "
+               "measured on MOVA's released weights); higher = faster and further from the exact result."),
+)}
+"""MOVA Sampler's speed widgets (options of the sampling stage, not :class:`GenerationSettings`)."""
+
+
 def sampler_settings(widgets: Mapping[str, float]) -> GenerationSettings:
     """MOVA Sampler's widget values as the core's :class:`GenerationSettings` (checkpoint-value widgets -> None)."""
     values = {name: None if CHECKPOINT_VALUE.get(name) == value and not isinstance(value, bool) else value
