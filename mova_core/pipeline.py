@@ -24,6 +24,7 @@ import torch
 from .audio_vae import DAC, load_audio_vae
 from .bridge import DualTowerBridge, load_bridge
 from .checkpoint import open_checkpoint
+from .compile import compile_blocks
 from .conditioning import ImageInput, image_condition, prepare_reference_image
 from .config import ModelIndex
 from .dit import DiTTower, load_dit
@@ -182,7 +183,8 @@ class MovaPipeline:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, dtype: torch.dtype = torch.bfloat16, device: torch.device | str = "cpu",
-                        *, attention_backend: str = "sdpa", offload: bool = False) -> "MovaPipeline":
+                        *, attention_backend: str = "sdpa", offload: bool = False,
+                        compile: bool = False) -> "MovaPipeline":
         """Load an official MOVA folder (``model_index.json`` and one sub-folder per component) or a
         packed single-file MOVA (:mod:`mova_core.packed`; one packed without the text encoder loads
         with ``text_encoder=None``, so prompts must come as embeddings).
@@ -191,13 +193,15 @@ class MovaPipeline:
         fp8, computed in bf16); the VAEs use ``dtype`` too, except that fp8 keeps them in bf16.
         ``offload=True`` keeps the weights in host memory and moves only the networks in use to
         ``device`` (text encoder, then the active expert with the audio DiT and Bridge, then the VAEs).
+        ``compile=True``: ``torch.compile`` every DiT block and Bridge layer (:mod:`mova_core.compile`; compiled
+        on the first step, and again for another clip size).
         """
         checkpoint = open_checkpoint(path)
         load_device = "cpu" if offload else device
         index = checkpoint.model_index()
         vae_dtype = torch.bfloat16 if dtype == torch.float8_e4m3fn else dtype
         dit_args = dict(dtype=dtype, device=load_device, attention_backend=attention_backend)
-        return cls(
+        pipeline = cls(
             video_dit=load_dit(checkpoint.component("video_dit"), **dit_args),
             video_dit_2=load_dit(checkpoint.component("video_dit_2"), **dit_args),
             audio_dit=load_dit(checkpoint.component("audio_dit"), **dit_args),
@@ -211,6 +215,9 @@ class MovaPipeline:
             device=device,
             offload=offload,
         )
+        if compile:
+            compile_blocks([*pipeline.experts.values(), pipeline.audio_dit, pipeline.bridge])
+        return pipeline
 
     # -- LoRA -----------------------------------------------------------------------------------
 

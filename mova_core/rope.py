@@ -58,7 +58,13 @@ def apply_interleaved_rope(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor
     """Rotate ``x`` [B, L, heads, head_dim] by ``table`` [L, head_dim // 2] in float64; keeps x's dtype.
 
     The product is taken in place on a float64 copy: on long videos this rotation is the memory peak
-    of a DiT pass, and a second complex128 tensor would add 4x the size of bf16 ``x`` to it."""
+    of a DiT pass, and a second complex128 tensor would add 4x the size of bf16 ``x`` to it. Under
+    ``torch.compile`` (which has no complex kernels) the same product is written in real float64
+    arithmetic, which the compiler fuses into one kernel without the copy."""
+    if torch.compiler.is_compiling():
+        pairs, rotation = x.to(torch.float64).unflatten(-1, (-1, 2)), torch.view_as_real(table)[:, None]
+        real, imag, cos, sin = pairs[..., 0], pairs[..., 1], rotation[..., 0], rotation[..., 1]
+        return torch.stack([real * cos - imag * sin, real * sin + imag * cos], dim=-1).flatten(-2).to(x.dtype)
     pairs = torch.view_as_complex(x.to(torch.float64, copy=True).unflatten(-1, (-1, 2)))
     return torch.view_as_real(pairs.mul_(table[:, None])).flatten(-2).to(x.dtype)
 

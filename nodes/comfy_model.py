@@ -23,6 +23,7 @@ from ..mova_core.attention import register_backend
 from ..mova_core.audio_vae import load_audio_vae
 from ..mova_core.bridge import load_bridge
 from ..mova_core.checkpoint import MovaCheckpoint, open_checkpoint
+from ..mova_core.compile import compile_blocks
 from ..mova_core.dit import DiTTower, load_dit
 from ..mova_core.pipeline import MovaPipeline
 from ..mova_core.sampler import HIGH_NOISE_EXPERT, LOW_NOISE_EXPERT
@@ -179,8 +180,11 @@ class MovaModel:
         return cache[prompt]
 
 
-def load_mova_model(path: Path, weight_dtype: str, attention: str) -> MovaModel:
-    """Read an official MOVA folder or a packed MOVA file into patchers (weights land on ComfyUI's offload device)."""
+def load_mova_model(path: Path, weight_dtype: str, attention: str, *, compile: bool = False) -> MovaModel:
+    """Read an official MOVA folder or a packed MOVA file into patchers (weights land on ComfyUI's offload device).
+
+    ``compile``: ``torch.compile`` the DiT blocks and Bridge layers (:mod:`mova_core.compile`), tolerating graph
+    breaks: ``comfy.ops`` layers that stream weights in low-VRAM mode may break the graph."""
     checkpoint = open_checkpoint(path)
     storage = STORAGE_DTYPES[weight_dtype]
     load_device, offload = mm.get_torch_device(), mm.unet_offload_device()
@@ -209,6 +213,8 @@ def load_mova_model(path: Path, weight_dtype: str, attention: str) -> MovaModel:
         model_index=checkpoint.model_index(),
         device=load_device,
     )
+    if compile:
+        compile_blocks([*pipeline.experts.values(), pipeline.audio_dit, pipeline.bridge], fullgraph=False)
     video_format = comfy.latent_formats.Wan21()
     patchers = {
         HIGH_NOISE_EXPERT: _patcher(pipeline.experts[HIGH_NOISE_EXPERT], load_device, offload, video_format),

@@ -45,6 +45,9 @@ class MOVAModelLoader(io.ComfyNode):
                 io.Combo.Input("attention", options=attention_choices(), default=COMFY_ATTENTION,
                                tooltip="comfy = ComfyUI's optimized attention (follows --use-sage-attention, "
                                        "--use-flash-attention, ...)."),
+                io.Boolean.Input("compile", default=False, optional=True,
+                                 tooltip="torch.compile every DiT block and Bridge layer (regional, static shapes): "
+                                         "faster steps after a compile on the first step of each clip size."),
             ],
             outputs=[MovaModelType.Output(display_name="mova_model")],
         )
@@ -56,11 +59,12 @@ class MOVAModelLoader(io.ComfyNode):
         return _loader_problem(model_name, weight_dtype, attention) or True
 
     @classmethod
-    def execute(cls, model_name: str, weight_dtype: str, attention: str) -> io.NodeOutput:
+    def execute(cls, model_name: str, weight_dtype: str, attention: str, compile: bool = False) -> io.NodeOutput:
         problem = _loader_problem(model_name, weight_dtype, attention)
         if problem:
             raise ValueError(problem)
-        return io.NodeOutput(load_mova_model(resolve_model(model_roots(), model_name), weight_dtype, attention))
+        return io.NodeOutput(load_mova_model(resolve_model(model_roots(), model_name), weight_dtype, attention,
+                                             compile=compile))
 
 
 def _loader_problem(model_name: str, weight_dtype: str, attention: str) -> str | None:
