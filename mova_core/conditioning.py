@@ -125,33 +125,32 @@ def prepare_reference_image(image: ImageInput | None, height: int, width: int, *
     return preprocess_image(crop_and_resize(image, height, width, name=name))
 
 
-def _condition_chunks(vae: VideoVAE, image: torch.Tensor, num_frames: int,
+def _condition_chunks(vae: VideoVAE, lead: torch.Tensor, num_frames: int,
                       last_image: torch.Tensor | None) -> Iterator[torch.Tensor]:
-    """The encoder chunks of ``[image, zero frames, (last_image)]`` (``num_frames`` in all), made on the fly."""
-    def frames(picture: torch.Tensor) -> torch.Tensor:
-        return picture.to(device=vae.device, dtype=vae.dtype).unsqueeze(2)
-
-    first = frames(image)
-    yield first
+    """The encoder chunks of ``[lead frames, zero frames, (last_image)]`` (``num_frames`` in all), made on the fly:
+    frame 0 alone, then ``temporal_factor`` frames at a time (the causal VAE's chunks)."""
+    lead = lead.to(device=vae.device, dtype=vae.dtype)
+    last = None if last_image is None else last_image.to(device=vae.device, dtype=vae.dtype).unsqueeze(2)
     t = vae.config.temporal_factor
-    zeros = first.new_zeros(*first.shape[:2], t, *first.shape[3:])
-    chunks = (num_frames - 1) // t
-    for index in range(chunks):
-        if last_image is not None and index == chunks - 1:
-            yield torch.cat([zeros[:, :, 1:], frames(last_image)], dim=2)
-        else:
-            yield zeros
+    for begin, end in [(0, 1), *((first, first + t) for first in range(1, num_frames, t))]:
+        known = lead[:, :, begin:end]
+        zeros = lead.new_zeros(*lead.shape[:2], end - begin - known.shape[2], *lead.shape[3:])
+        chunk = torch.cat([known, zeros], dim=2) if zeros.shape[2] else known
+        if last is not None and end == num_frames:
+            chunk = torch.cat([chunk[:, :, :-1], last], dim=2)
+        yield chunk
 
 
-def condition_mask(num_frames: int, temporal_factor: int, *, last_frame: bool = False) -> torch.Tensor:
+def condition_mask(num_frames: int, temporal_factor: int, *, last_frame: bool = False,
+                   lead_frames: int = 1) -> torch.Tensor:
     """Float32 ``[temporal_factor, T]`` mask of the kept frames per latent frame and mask channel.
 
-    Per pixel frame: 1 on frame 0 (and on the last frame when ``last_frame``), 0 elsewhere. Frame 0
-    fills all ``temporal_factor`` slots of latent frame 0 (the causal VAE encodes it alone); every
-    later latent frame holds its ``temporal_factor`` pixel frames, one per channel.
+    Per pixel frame: 1 on the ``lead_frames`` first frames (1: the first frame, as in I2V) and on the last frame
+    when ``last_frame``, 0 elsewhere. Frame 0 fills all ``temporal_factor`` slots of latent frame 0 (the causal
+    VAE encodes it alone); every later latent frame holds its ``temporal_factor`` pixel frames, one per channel.
     """
     kept = torch.zeros(num_frames)
-    kept[0] = 1.0
+    kept[:lead_frames] = 1.0
     if last_frame:
         kept[-1] = 1.0
     slots = torch.cat([kept[:1].expand(temporal_factor), kept[1:]])
@@ -164,7 +163,7 @@ def _check_image(vae: VideoVAE, image: torch.Tensor, name: str) -> None:
 
 
 def image_condition(vae: VideoVAE, image: torch.Tensor, num_frames: int, *,
-                    last_image: torch.Tensor | None = None) -> torch.Tensor:
+                    last_image: torch.Tensor | None = None, lead_frames: torch.Tensor | None = None) -> torch.Tensor:
     """The I2V (or FLF) condition float32 ``[B, t + z, T, h, w]`` for ``image`` ``[B, 3, H, W]`` in [-1, 1].
 
     Channels: ``t`` (= the VAE's temporal factor, 4) mask channels (:func:`condition_mask`: 1 on latent
@@ -173,7 +172,8 @@ def image_condition(vae: VideoVAE, image: torch.Tensor, num_frames: int, *,
     ``num_frames`` frames encoded as a whole (zeros are mid-grey; the zero latent frames are not
     zero). The video is encoded in the VAE's dtype; the mean is cast to float32 before
     normalisation, as in the reference. ``last_image`` (same shape as ``image``) needs
-    ``num_frames`` > 1.
+    ``num_frames`` > 1. ``lead_frames`` ``[B, 3, O, H, W]`` (frame 0 = ``image``) marks the ``O`` first frames
+    as known instead of the first alone: a clip that continues them (MOVA's condition carries any known frame).
     """
     _check_image(vae, image, "image")
     if last_image is not None:
@@ -184,10 +184,14 @@ def image_condition(vae: VideoVAE, image: torch.Tensor, num_frames: int, *,
         if num_frames < 2:
             raise ValueError(f"last_image needs a clip of more than one frame; num_frames={num_frames}, use "
                              f"{vae.config.temporal_factor + 1} or more.")
+    lead = image.unsqueeze(2) if lead_frames is None else lead_frames
+    if lead.shape[:2] + lead.shape[3:] != image.shape or not 1 <= lead.shape[2] < num_frames + (lead_frames is None):
+        raise ValueError(f"lead_frames: expected [B, 3, O, H, W] with the image's size and 1 <= O < num_frames="
+                         f"{num_frames}, got shape {tuple(lead.shape)}.")
     latent_frames, latent_height, latent_width = vae.config.latent_shape(num_frames, *image.shape[2:])
-    chunks = _condition_chunks(vae, image, num_frames, last_image)
-    latents = vae.normalize(vae.encode_chunks(chunks).mean.float())
-    mask = condition_mask(num_frames, vae.config.temporal_factor, last_frame=last_image is not None)
+    latents = vae.normalize(vae.encode_chunks(_condition_chunks(vae, lead, num_frames, last_image)).mean.float())
+    mask = condition_mask(num_frames, vae.config.temporal_factor, last_frame=last_image is not None,
+                          lead_frames=lead.shape[2])
     mask = mask.to(latents.device)[None, :, :, None, None].expand(
         image.shape[0], -1, latent_frames, latent_height, latent_width)
     return torch.cat([mask, latents], dim=1)

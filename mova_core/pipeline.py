@@ -17,7 +17,7 @@ import dataclasses
 import math
 import random
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -29,6 +29,7 @@ from .conditioning import ImageInput, image_condition, prepare_reference_image
 from .config import ModelIndex
 from .dit import DiTTower, load_dit
 from .joint import JointConstants, joint_forward
+from .long_clip import generate_long
 from .lora import AppliedLoras, LoraFile, LoraStack, LoraStrengths, load_lora
 from .media import LoudnessTarget, write_mp4
 from .media.audio_input import AudioInput, fit_audio, frames_covering, load_audio
@@ -61,6 +62,8 @@ class GenerationOptions:
     decode_tile_size: int | None = None  # latent tile size for a memory-bounded video decode
     check_cancelled: Callable[[], None] | None = None  # called before every model pass; raise to stop
     last_image: ImageInput | None = None  # first + last frame: the clip ends on this picture (needs image)
+    lead_frames: torch.Tensor | None = None  # continue a clip: its last frames [O, H, W, 3] in 0..1 open this one
+    lead_audio: AudioInput | None = None  # ... and its last sound, kept (in latent space) under this clip's start
     video_init: torch.Tensor | None = None  # re-generation: raw Wan 2.1 video latents [1, z, T, h, w] ...
     audio_init: torch.Tensor | None = None  # ... and audio latents [1, Ca, La] to start from
     denoising_strength: float = 1.0  # < 1: start part-way from video_init/audio_init; 1 = from noise
@@ -113,6 +116,9 @@ class PreparedRun:
     audio_noise: torch.Tensor
     image: torch.Tensor
     last_image: torch.Tensor | None = None
+    lead_frames: torch.Tensor | None = None
+    lead_audio: torch.Tensor | None = None
+    lead_audio_mask: torch.Tensor | None = None
     video_init: torch.Tensor | None = None
     audio_init: torch.Tensor | None = None
 
@@ -253,6 +259,7 @@ class MovaPipeline:
     # -- stages ---------------------------------------------------------------------------------
 
     def prepare(self, settings: GenerationSettings, *, image: ImageInput | None = None, last_image: ImageInput | None = None,
+                lead_frames: torch.Tensor | None = None, lead_audio: torch.Tensor | None = None,
                 video_init: torch.Tensor | None = None, audio_init: torch.Tensor | None = None,
                 video_noise: torch.Tensor | None = None, audio_noise: torch.Tensor | None = None,
                 names: Mapping[str, str] | None = None) -> PreparedRun:
@@ -297,6 +304,9 @@ class MovaPipeline:
             image=prepare_reference_image(image, settings.height, settings.width, name=name("image")),
             last_image=None if last_image is None else prepare_reference_image(
                 last_image, settings.height, settings.width, name=name("last_image")),
+            lead_frames=None if lead_frames is None else _lead_frames(lead_frames, settings),
+            lead_audio=None if lead_audio is None else _padded(lead_audio, audio_shape, name("lead_audio")),
+            lead_audio_mask=None if lead_audio is None else _lead_mask(lead_audio, audio_shape),
             video_init=inits[0], audio_init=inits[1])
 
     def sample(self, run: PreparedRun, positive: torch.Tensor, negative: torch.Tensor | None = None, *,
@@ -320,7 +330,8 @@ class MovaPipeline:
         residency = residency or self.residency
         s = run.settings
         residency.video_vae(s.height, s.width)
-        condition = image_condition(self.video_vae, run.image, s.num_frames, last_image=run.last_image)
+        condition = image_condition(self.video_vae, run.image, s.num_frames, last_image=run.last_image,
+                                    lead_frames=run.lead_frames)
         device = residency.device
         model = StepCache(_resident(velocity_model(self.experts, self.audio_dit, self.bridge, condition.to(device),
                                                    s.fps), residency, run.video_shape, run.audio_shape),
@@ -333,7 +344,8 @@ class MovaPipeline:
             steps=s.steps, boundary_timestep=run.boundary_timestep, guidance=run.guidance,
             video_shift=s.video_shift, audio_shift=s.audio_shift,
             video=Start(to_device(video_init), s.strength("video")), audio=Start(to_device(run.audio_init),
-                                                                               s.strength("audio")),
+                                                                               s.strength("audio"),
+                                                                               run.lead_audio, run.lead_audio_mask),
             callback=callback, check_cancelled=check_cancelled, batch_guidance=batch_guidance,
         )
         return self.video_vae.denormalize(video), audio
@@ -401,10 +413,10 @@ class MovaPipeline:
         driving_audio = None if driving_audio is None else fit_audio(driving_audio, num_samples)
         video_init = _one_of("video", opts.video_init, driving_video, self.encode_video)
         audio_init = _one_of("audio", opts.audio_init, driving_audio, self.encode_audio)
-        if image is None and driving_video is not None:
-            image = driving_video[0]
+        image = _first_frame(image, driving_video, opts.lead_frames)
         run = self.prepare(settings, image=image, last_image=opts.last_image, video_init=video_init,
-                           audio_init=audio_init, video_noise=video_noise, audio_noise=audio_noise)
+                           audio_init=audio_init, video_noise=video_noise, audio_noise=audio_noise,
+                           lead_frames=opts.lead_frames, lead_audio=self._lead_audio_latents(opts.lead_audio))
         positive = None if run.unchanged else self.encode_prompt(prompt)
         negative = self.encode_prompt(negative_prompt) if run.needs_negative and not run.unchanged else None
         video_latents, audio_latents = self.sample(run, positive, negative, callback=callback,
@@ -418,6 +430,33 @@ class MovaPipeline:
             audio=driving_audio if audio_kept else self.decode_audio(audio_latents, run.num_samples),
             sample_rate=self.audio_vae.sample_rate, fps=fps, seed=run.settings.seed,
             video_latents=video_latents.cpu(), audio_latents=audio_latents.cpu(), stats=stats)
+
+    def generate_long(self, prompt: str | Sequence[str], num_frames: int, *, window_frames: int = DEFAULTS.num_frames,
+                      overlap_frames: int = 25, fps: float = DEFAULTS.fps, seed: int | None = None,
+                      callback: Callable[[StepInfo], None] | None = None,
+                      check_cancelled: Callable[[], None] | None = None, **generate_options: Any) -> Generation:
+        """A clip of ``num_frames`` frames (and ``int(sample_rate * num_frames / fps)`` samples) made window by
+        window (:mod:`mova_core.long_clip`): each window after the first continues the previous one's last
+        ``overlap_frames`` frames and keeps its audio over them; both are crossfaded over the overlap.
+
+        ``prompt``: one for every window, or a list with one per window. ``audio``: drives the whole clip
+        (cut per window). ``seed`` + k seeds window k. ``callback`` counts steps over the whole clip;
+        ``check_cancelled`` also runs between windows. Other options as for :meth:`generate`.
+        """
+        return generate_long(self, prompt, num_frames, window_frames=window_frames, overlap_frames=overlap_frames,
+                             fps=fps, seed=seed, callback=callback, check_cancelled=check_cancelled,
+                             **generate_options)
+
+    def _lead_audio_latents(self, audio: AudioInput | None) -> torch.Tensor | None:
+        """The whole latent frames of the audio a clip continues (a partly covered last frame is left free)."""
+        if audio is None:
+            return None
+        waveform = load_audio(audio, self.audio_vae.sample_rate)
+        whole = waveform.shape[1] // self.audio_vae.hop_length
+        if whole == 0:
+            raise ValueError(f"lead_audio: {waveform.shape[1]} samples is shorter than one audio latent frame "
+                             f"({self.audio_vae.hop_length} samples); give more, or none.")
+        return self.encode_audio(waveform[:, : whole * self.audio_vae.hop_length])
 
     def _frame_count(self, num_frames: int | None, audio: torch.Tensor | None, frames: torch.Tensor | None,
                      fps: float) -> int:
@@ -528,3 +567,35 @@ def _frames_input(frames: torch.Tensor, height: int, width: int) -> torch.Tensor
         raise ValueError(f"video: frames are {frames.shape[2]}x{frames.shape[1]}, but the clip is {width}x{height}; "
                          "set width and height to the frames' size or resize the frames.")
     return frames.float() / 255.0 if frames.dtype == torch.uint8 else frames.float().clamp(0, 1)
+
+
+def _lead_frames(frames: torch.Tensor, settings: GenerationSettings) -> torch.Tensor:
+    """Leading frames ``[O, H, W, 3]`` in 0..1 as the condition's ``[1, 3, O, H, W]`` in [-1, 1], checked."""
+    frames = _frames_input(frames, settings.height, settings.width)
+    if not 1 <= frames.shape[0] < settings.num_frames:
+        raise ValueError(f"lead_frames: {frames.shape[0]} frames; a clip of num_frames={settings.num_frames} can "
+                         f"continue 1 to {settings.num_frames - 1} of them.")
+    return frames.permute(3, 0, 1, 2).unsqueeze(0) * 2 - 1
+
+
+def _padded(latents: torch.Tensor, shape: tuple[int, ...], name: str) -> torch.Tensor:
+    """Audio latents ``[1, C, L <= La]`` zero-padded to the clip's ``shape``."""
+    if latents.ndim != 3 or latents.shape[:2] != shape[:2] or latents.shape[2] > shape[2]:
+        raise ValueError(f"{name}: latents of shape {tuple(latents.shape)} do not fit the clip's {shape}.")
+    return torch.nn.functional.pad(latents.float(), (0, shape[2] - latents.shape[2]))
+
+
+def _lead_mask(latents: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """1 on the latent frames ``latents`` covers, 0 after."""
+    mask = torch.zeros(1, 1, shape[2])
+    mask[..., : latents.shape[2]] = 1.0
+    return mask
+
+
+def _first_frame(image: ImageInput | None, video: torch.Tensor | None, lead: torch.Tensor | None) -> ImageInput | None:
+    """The picture the condition starts from: ``image``, else the first given or leading frame."""
+    if lead is not None:
+        if image is not None:
+            raise ValueError("give image or lead_frames, not both: the first leading frame is the clip's first frame.")
+        return lead[0]
+    return video[0] if image is None and video is not None else image
