@@ -102,6 +102,23 @@ class Generation:
 
 
 @dataclasses.dataclass(frozen=True)
+class Driving:
+    """What :meth:`MovaPipeline.drive` settled: the settings (frame count, strengths), the start latents, and the
+    given frames and sound fitted to the clip (returned as they are where they were frozen)."""
+
+    settings: GenerationSettings
+    video_init: torch.Tensor | None = None
+    audio_init: torch.Tensor | None = None
+    video: torch.Tensor | None = None
+    audio: torch.Tensor | None = None
+
+    def kept(self, modality: str) -> torch.Tensor | None:
+        """The given signal of ``"video"``/``"audio"`` when it was frozen (the clip's own), else None."""
+        given = self.video if modality == "video" else self.audio
+        return given if given is not None and self.settings.strength(modality) == 0.0 else None
+
+
+@dataclasses.dataclass(frozen=True)
 class PreparedRun:
     """A checked run (:meth:`MovaPipeline.prepare`): settings with the seed drawn, latent shapes, guidance,
     noise (float32, CPU) and the conditioning inputs, ready for :meth:`MovaPipeline.sample`."""
@@ -399,21 +416,15 @@ class MovaPipeline:
         ``num_frames=None`` with ``audio``: the fewest frames that cover it (with ``video``: its frames).
         """
         opts = self._options(options)
-        driving_audio = None if opts.audio is None else load_audio(opts.audio, self.audio_vae.sample_rate)
-        driving_video = None if opts.video is None else _frames_input(opts.video, height, width)
-        num_frames = self._frame_count(num_frames, driving_audio, driving_video, fps)
         settings = GenerationSettings(
             height=height, width=width, num_frames=num_frames, fps=fps, steps=steps, text_cfg=text_cfg,
             bridge_cfg=bridge_cfg, seed=seed, video_shift=opts.video_shift, audio_shift=opts.audio_shift,
             boundary_ratio=opts.boundary_ratio, denoising_strength=opts.denoising_strength,
-            video_strength=_driven_strength("video", driving_video, opts.video_mode, opts.video_strength),
-            audio_strength=_driven_strength("audio", driving_audio, opts.audio_mode, opts.audio_strength))
-        check_settings(settings, self.geometry)  # before any network encodes the driving inputs
-        num_samples = self.audio_num_samples(num_frames, fps)
-        driving_audio = None if driving_audio is None else fit_audio(driving_audio, num_samples)
-        video_init = _one_of("video", opts.video_init, driving_video, self.encode_video)
-        audio_init = _one_of("audio", opts.audio_init, driving_audio, self.encode_audio)
-        image = _first_frame(image, driving_video, opts.lead_frames)
+            video_strength=opts.video_strength, audio_strength=opts.audio_strength)
+        driving = self.drive(settings, audio=opts.audio, audio_mode=opts.audio_mode, video=opts.video,
+                             video_mode=opts.video_mode, video_init=opts.video_init, audio_init=opts.audio_init)
+        settings, video_init, audio_init = driving.settings, driving.video_init, driving.audio_init
+        image = _first_frame(image, driving.video, opts.lead_frames)
         run = self.prepare(settings, image=image, last_image=opts.last_image, video_init=video_init,
                            audio_init=audio_init, video_noise=video_noise, audio_noise=audio_noise,
                            lead_frames=opts.lead_frames, lead_audio=self._lead_audio_latents(opts.lead_audio))
@@ -423,11 +434,11 @@ class MovaPipeline:
                                                    check_cancelled=opts.check_cancelled,
                                                    batch_guidance=opts.batch_guidance,
                                                    cache_threshold=opts.cache_threshold, stats=(stats := PassStats()))
-        video_kept = driving_video is not None and settings.strength("video") == 0.0
-        audio_kept = driving_audio is not None and settings.strength("audio") == 0.0
         return Generation(
-            video=driving_video if video_kept else self.decode_video(video_latents, tile_size=opts.decode_tile_size),
-            audio=driving_audio if audio_kept else self.decode_audio(audio_latents, run.num_samples),
+            video=driving.kept("video") if driving.kept("video") is not None else
+            self.decode_video(video_latents, tile_size=opts.decode_tile_size),
+            audio=driving.kept("audio") if driving.kept("audio") is not None else
+            self.decode_audio(audio_latents, run.num_samples),
             sample_rate=self.audio_vae.sample_rate, fps=fps, seed=run.settings.seed,
             video_latents=video_latents.cpu(), audio_latents=audio_latents.cpu(), stats=stats)
 
@@ -457,6 +468,29 @@ class MovaPipeline:
             raise ValueError(f"lead_audio: {waveform.shape[1]} samples is shorter than one audio latent frame "
                              f"({self.audio_vae.hop_length} samples); give more, or none.")
         return self.encode_audio(waveform[:, : whole * self.audio_vae.hop_length])
+
+    def drive(self, settings: GenerationSettings, *, audio: AudioInput | None = None, audio_mode: str = "freeze",
+              video: torch.Tensor | None = None, video_mode: str = "freeze", video_init: torch.Tensor | None = None,
+              audio_init: torch.Tensor | None = None, names: Mapping[str, str] | None = None,
+              residency: Residency | None = None) -> "Driving":
+        """Stage 1a, for clips built around given sound or frames: load and fit them, settle ``num_frames`` (None:
+        the fewest frames that cover the audio, or the frames' count) and each given modality's strength
+        (``"freeze"``: 0, held as given; ``"strength"``: ``settings.audio_strength``/``video_strength``, None = 1),
+        check the settings, then encode the signals into start latents. Without given signals it only checks."""
+        name = lambda argument: (names or {}).get(argument, argument)  # noqa: E731
+        given_audio = None if audio is None else load_audio(audio, self.audio_vae.sample_rate)
+        given_video = None if video is None else _frames_input(video, settings.height, settings.width)
+        settings = dataclasses.replace(
+            settings, num_frames=self._frame_count(settings.num_frames, given_audio, given_video, settings.fps),
+            video_strength=_driven_strength(name("video_mode"), given_video, video_mode, settings.video_strength),
+            audio_strength=_driven_strength(name("audio_mode"), given_audio, audio_mode, settings.audio_strength))
+        check_settings(settings, self.geometry, names=names)  # before any network encodes the given signals
+        given_audio = None if given_audio is None else fit_audio(
+            given_audio, self.audio_num_samples(settings.num_frames, settings.fps))
+        return Driving(
+            settings=settings, video=given_video, audio=given_audio,
+            video_init=_one_of("video", video_init, given_video, lambda f: self.encode_video(f, residency=residency)),
+            audio_init=_one_of("audio", audio_init, given_audio, lambda w: self.encode_audio(w, residency=residency)))
 
     def _frame_count(self, num_frames: int | None, audio: torch.Tensor | None, frames: torch.Tensor | None,
                      fps: float) -> int:
@@ -541,10 +575,10 @@ DRIVING_MODES = ("freeze", "strength")
 from its noised latents with a strength (0 = kept, 1 = from noise)."""
 
 
-def _driven_strength(modality: str, given: torch.Tensor | None, mode: str, strength: float | None) -> float | None:
+def _driven_strength(mode_name: str, given: torch.Tensor | None, mode: str, strength: float | None) -> float | None:
     """The modality's own strength: 0 when its given signal is frozen, else ``strength``."""
     if mode not in DRIVING_MODES:
-        raise ValueError(f"{modality}_mode={mode!r} is not available; choose one of {list(DRIVING_MODES)}.")
+        raise ValueError(f"{mode_name}={mode!r} is not available; choose one of {list(DRIVING_MODES)}.")
     if given is None:
         return strength
     return 0.0 if mode == "freeze" else (1.0 if strength is None else strength)
