@@ -481,7 +481,8 @@ class MovaPipeline:
         given_audio = None if audio is None else load_audio(audio, self.audio_vae.sample_rate)
         given_video = None if video is None else _frames_input(video, settings.height, settings.width)
         settings = dataclasses.replace(
-            settings, num_frames=self._frame_count(settings.num_frames, given_audio, given_video, settings.fps),
+            settings, num_frames=self._frame_count(settings.num_frames, given_audio, given_video, settings.fps,
+                                                   name("num_frames")),
             video_strength=_driven_strength(name("video_mode"), given_video, video_mode, settings.video_strength),
             audio_strength=_driven_strength(name("audio_mode"), given_audio, audio_mode, settings.audio_strength))
         check_settings(settings, self.geometry, names=names)  # before any network encodes the given signals
@@ -493,15 +494,15 @@ class MovaPipeline:
             audio_init=_one_of("audio", audio_init, given_audio, lambda w: self.encode_audio(w, residency=residency)))
 
     def _frame_count(self, num_frames: int | None, audio: torch.Tensor | None, frames: torch.Tensor | None,
-                     fps: float) -> int:
+                     fps: float, name: str = "num_frames") -> int:
         """``num_frames``, or for None the given frames' count or the fewest frames that cover the given audio."""
         if num_frames is not None:
             return num_frames
         if frames is not None:
             return frames.shape[0]
         if audio is None:
-            raise ValueError("num_frames=None needs audio (the clip then covers it) or video; give num_frames, "
-                             f"e.g. {DEFAULTS.num_frames}.")
+            raise ValueError(f"{name} is left to the given audio, but no audio is given; set {name} (e.g. "
+                             f"{DEFAULTS.num_frames}) or give the audio the clip should cover.")
         if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
             raise ValueError(f"fps={fps!r} must be a positive number, e.g. {DEFAULTS.fps}.")
         return frames_covering(audio.shape[1], self.audio_vae.sample_rate, fps, self.geometry.temporal_factor)

@@ -7,6 +7,7 @@ its memory management (:class:`~.comfy_model.ComfyResidency`), previews and inte
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any, Mapping
 
@@ -21,7 +22,7 @@ from ..mova_core.sampler import HIGH_NOISE_EXPERT, StepInfo
 from ..mova_core.step_cache import PassStats
 from .comfy_model import MovaModel
 from .conditioning import embeddings_from_conditioning
-from .latents import MISSING_KEY, audio_latent, latent_settings, empty_latent, latent_samples, plan_encode, video_latent
+from .latents import GIVEN_WAVEFORM, MISSING_KEY, audio_latent, latent_settings, empty_latent, latent_samples, plan_encode, video_latent
 from .widgets import NODE_NAMES, sampler_settings
 
 log = logging.getLogger(__name__)
@@ -50,31 +51,38 @@ def _made_for(message: str, video_init: Any, audio_init: Any) -> str:
     return ""
 
 
-def _latents_out(model: MovaModel, run: PreparedRun, video: torch.Tensor, audio: torch.Tensor) -> tuple[dict, dict]:
-    """MOVA Sampler's LATENT outputs: raw Wan 2.1 video latents and DAC latents, with the video's settings."""
+def _latents_out(model: MovaModel, run: PreparedRun, video: torch.Tensor, audio: torch.Tensor,
+                 kept_audio: torch.Tensor | None) -> tuple[dict, dict]:
+    """MOVA Sampler's LATENT outputs: raw Wan 2.1 video latents and DAC latents, with the video's settings (and the
+    given sound when it was frozen, which MOVA Decode then returns as it is)."""
     s, output = run.settings, mm.intermediate_device()
     return (video_latent(video.float().to(output), fps=s.fps, frames=s.num_frames, height=s.height, width=s.width),
             audio_latent(audio.float().to(output), sample_rate=model.pipeline.audio_vae.sample_rate,
-                         num_samples=run.num_samples, fps=s.fps, frames=s.num_frames))
+                         num_samples=run.num_samples, fps=s.fps, frames=s.num_frames, waveform=kept_audio))
 
 
 def sample_latents(model: MovaModel, positive: Any, negative: Any, widgets: Mapping[str, Any], *,
                 start_image: torch.Tensor | None = None, end_image: torch.Tensor | None = None,
-                video_init: Any = None, audio_init: Any = None,
-                cache_threshold: float = 0.0) -> tuple[dict[str, Any], dict[str, Any]]:
+                video_init: Any = None, audio_init: Any = None, audio: dict[str, Any] | None = None,
+                audio_mode: str = "freeze", cache_threshold: float = 0.0) -> tuple[dict[str, Any], dict[str, Any]]:
     """Video and audio LATENTs for MOVA Sampler's ``widgets``; every check runs before the first model pass.
 
     ``end_image``: the last frame (first + last frame). ``video_init``/``audio_init``: the LATENTs to
-    re-generate when ``denoise`` < 1 (0 returns them unchanged).
+    re-generate when ``denoise`` < 1 (0 returns them unchanged). ``audio``: an AUDIO that drives the picture
+    (``audio_mode`` freeze: kept as given; strength: re-generated with the ``audio_strength`` widget).
     """
     pipe = model.pipeline
     settings = sampler_settings(widgets)
+    if audio is None:  # audio_strength is the connected audio's
+        settings = dataclasses.replace(settings, audio_strength=None)
     video_channels, audio_channels = pipe.video_vae.config.z_dim, pipe.audio_vae.latent_dim
     try:
-        run = pipe.prepare(
-            settings, image=start_image, last_image=end_image, names=NODE_NAMES,
-            video_init=_init_samples(video_init, "video_latent", video_channels, 5, settings.denoising_strength),
-            audio_init=_init_samples(audio_init, "audio_latent", audio_channels, 3, settings.denoising_strength))
+        driving = pipe.drive(
+            settings, audio=audio, audio_mode=audio_mode, names=NODE_NAMES, residency=model.residency,
+            video_init=_init_samples(video_init, "video_latent", video_channels, 5, settings.strength("video")),
+            audio_init=_init_samples(audio_init, "audio_latent", audio_channels, 3, settings.strength("audio")))
+        run = pipe.prepare(driving.settings, image=start_image, last_image=end_image, names=NODE_NAMES,
+                           video_init=driving.video_init, audio_init=driving.audio_init)
     except ValueError as error:
         raise ValueError(f"{error}{_made_for(str(error), video_init, audio_init)}") from None
     positive_context = embeddings_from_conditioning(positive, model.text_dim, "positive")
@@ -90,7 +98,7 @@ def sample_latents(model: MovaModel, positive: Any, negative: Any, widgets: Mapp
                                check_cancelled=mm.throw_exception_if_processing_interrupted,
                                cache_threshold=cache_threshold, stats=stats)
     log.info("MOVA Sampler: %s.", stats)
-    return _latents_out(model, run, video, audio)
+    return _latents_out(model, run, video, audio, driving.kept("audio"))
 
 
 def decode_video(model: MovaModel, latent: Any, tile: tuple[int, int] | None) -> torch.Tensor:
@@ -106,7 +114,9 @@ def decode_audio(model: MovaModel, latent: Any, target_lufs: float | None) -> di
     """Audio LATENT -> AUDIO ``{"waveform": [1, C, n], "sample_rate"}``, trimmed to the video, optionally normalised."""
     pipe = model.pipeline
     latents = latent_samples(latent, "audio_latent", pipe.audio_vae.latent_dim, 3)
-    waveform = pipe.decode_audio(latents, latent_settings(latent).get("num_samples"), residency=model.residency)
+    given = latent_settings(latent).get(GIVEN_WAVEFORM)  # frozen driving audio: the sound itself, not a VAE trip
+    waveform = given if given is not None else pipe.decode_audio(
+        latents, latent_settings(latent).get("num_samples"), residency=model.residency)
     sample_rate = pipe.audio_vae.sample_rate
     if target_lufs is not None:
         result = normalize_loudness(waveform, sample_rate, target_lufs=target_lufs)

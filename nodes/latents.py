@@ -19,6 +19,8 @@ from ..mova_core.settings import ModelGeometry, GenerationSettings, check_settin
 MOVA_KEY = "mova"
 AUDIO_TYPE = "mova_audio"
 MISSING_KEY = "missing"
+GIVEN_WAVEFORM = "given_waveform"
+"""Settings entry of an audio LATENT that holds driving audio frozen: the sound itself, decoded as it is."""
 """Settings entry of an empty LATENT (MOVA Encode without that input): why it is empty and what to connect."""
 
 
@@ -26,9 +28,13 @@ def video_latent(raw: torch.Tensor, *, fps: float, frames: int, height: int, wid
     return {"samples": raw, MOVA_KEY: {"fps": fps, "frames": frames, "height": height, "width": width}}
 
 
-def audio_latent(latents: torch.Tensor, *, sample_rate: int, num_samples: int, fps: float, frames: int) -> dict[str, Any]:
-    return {"samples": latents, "type": AUDIO_TYPE,
-            MOVA_KEY: {"sample_rate": sample_rate, "num_samples": num_samples, "fps": fps, "frames": frames}}
+def audio_latent(latents: torch.Tensor, *, sample_rate: int, num_samples: int, fps: float, frames: int,
+                 waveform: torch.Tensor | None = None) -> dict[str, Any]:
+    """An audio LATENT; ``waveform`` ``[C, num_samples]``: the given sound these latents hold frozen."""
+    settings = {"sample_rate": sample_rate, "num_samples": num_samples, "fps": fps, "frames": frames}
+    if waveform is not None:
+        settings[GIVEN_WAVEFORM] = waveform
+    return {"samples": latents, "type": AUDIO_TYPE, MOVA_KEY: settings}
 
 
 def latent_samples(latent: Any, name: str, channels: int, ndim: int) -> torch.Tensor:

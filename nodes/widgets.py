@@ -73,6 +73,7 @@ def _setting(name: str, default: float, step: float, tooltip: str, auto: float |
 CHECKPOINT_VALUE = {"video_shift": 0.0, "audio_shift": 0.0, "boundary": -1.0}
 """The widget value that means "the checkpoint's value" (the default of these widgets)."""
 
+
 SAMPLER = {spec.name: spec for spec in (
     _setting("width", DEFAULTS.width, 16, "Video width in pixels (multiple of 16). MOVA 360p: 640x352, 720p: 1280x720."),
     _setting("height", DEFAULTS.height, 16, "Video height in pixels (multiple of 16)."),
@@ -93,6 +94,9 @@ SAMPLER = {spec.name: spec for spec in (
              "Expert switch as a fraction of the timestep range: the high-noise expert runs while the video "
              "timestep is at or above boundary x 1000. -1 = the checkpoint's (model_index.json boundary_ratio; "
              "MOVA: 0.9); any value from 0 to 1 overrides it.", auto=CHECKPOINT_VALUE["boundary"]),
+    _setting("audio_strength", 1.0, 0.01,
+             "With audio_mode 'strength': how much of the connected audio is re-generated (0 = kept, 1 = from "
+             "noise, like the official audio denoising strength). Unused in 'freeze' mode and without audio."),
     _setting("denoise", DEFAULTS.denoising_strength, 0.01,
              "Like KSampler's denoise: 1 = generate from noise; below 1 = re-generate the connected video_latent "
              "and audio_latent, keeping more of them the lower it is (the steps cover that last part of the "

@@ -106,7 +106,7 @@ def test_bad_driving_inputs_name_the_argument(pipe):
         pipe.generate("x", audio="missing.wav", **clip)
     with pytest.raises(ValueError, match="video: frames are 8x8, but the clip is"):
         pipe.generate("x", video=torch.zeros(5, 8, 8, 3), **clip)
-    with pytest.raises(ValueError, match="num_frames=None needs audio"):
+    with pytest.raises(ValueError, match="num_frames is left to the given audio, but no audio is given"):
         pipe.generate("x", **{**clip, "num_frames": None})
     with pytest.raises(ValueError, match="give audio or audio_init, not both"):
         pipe.generate("x", audio=(torch.zeros(1, 100), 8000), audio_init=torch.zeros(1, 2, 3), **clip)

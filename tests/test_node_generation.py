@@ -176,3 +176,23 @@ def test_latents_of_another_clip_name_the_input_and_what_they_were_made_for(gene
 def test_bad_widgets_are_refused_before_any_model_pass_in_the_inputs_names(generation, tiny_model, widgets, message):
     with pytest.raises(ValueError, match=message):
         _sample(generation, tiny_model, widgets=widgets)
+
+
+def test_connected_audio_drives_the_picture_and_decodes_as_given(generation, tiny_model):
+    node, _ = generation
+    pipe = tiny_model.pipeline
+    rate = pipe.audio_vae.sample_rate
+    voice = {"waveform": 0.2 * torch.sin(torch.arange(int(0.5 * rate)) * 0.02).repeat(1, 2, 1), "sample_rate": rate}
+    video, audio = _sample(generation, tiny_model, audio=voice, widgets={"frames": None})
+    frames = video["mova"]["frames"]
+    assert frames == 13 and (frames - 1) % 4 == 0, "the fewest frames covering 0.5 s at 24 fps"
+    sound = node.decode_audio(tiny_model, audio, None)
+    given = voice["waveform"][0][:, : pipe.audio_num_samples(frames, 24.0)]
+    assert torch.equal(sound["waveform"][0], torch.nn.functional.pad(given, (0, sound["waveform"].shape[-1] - given.shape[-1])))
+    plain, _ = _sample(generation, tiny_model, widgets={"frames": frames})
+    assert not torch.equal(video["samples"], plain["samples"])
+    regenerated = _sample(generation, tiny_model, audio=voice, audio_mode="strength",
+                          widgets={"frames": 9, "audio_strength": 1.0})
+    assert "given_waveform" not in regenerated[1]["mova"] and regenerated[1]["mova"]["frames"] == 9
+    with pytest.raises(ValueError, match=r"audio_mode='loop' is not available"):
+        _sample(generation, tiny_model, audio=voice, audio_mode="loop")

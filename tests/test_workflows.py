@@ -173,7 +173,7 @@ def _set(workflow: dict, node_type: str, name: str, value) -> None:
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda wf: _sampler(wf)["widgets_values"].pop(), r"13 widget values, the node has 14"),
+    (lambda wf: _sampler(wf)["widgets_values"].pop(), r"16 widget values, the node has 17"),
     (lambda wf: _set(wf, "MOVASampler", "text_cfg", 25.0), r"text_cfg=25.0 is outside 0.0 .. 20.0"),
     (lambda wf: _set(wf, "MOVASampler", "bridge_cfg", 1.25), r"bridge_cfg=1.25 has more decimals than step 0.1"),
     (lambda wf: _set(wf, "MOVASampler", "width", 650), r"width=650 is off the step grid"),
