@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 
+from .media.audio_input import fit_audio, load_audio
 from .sampler import StepInfo
 
 if TYPE_CHECKING:
@@ -61,28 +62,31 @@ def crossfade_weights(length: int) -> torch.Tensor:
     return torch.arange(1, length + 1, dtype=torch.float32) / (length + 1)
 
 
-def _prompts(prompt: str | Sequence[str], count: int) -> list[str]:
-    if isinstance(prompt, str):
+def _prompts(prompt: Any, count: int) -> list[Any]:
+    """One prompt (text or embeddings) per window."""
+    if isinstance(prompt, (str, torch.Tensor)):
         return [prompt] * count
     prompts = list(prompt)
-    if len(prompts) != count or not all(isinstance(p, str) for p in prompts):
+    if len(prompts) != count or not all(isinstance(p, (str, torch.Tensor)) for p in prompts):
         raise ValueError(f"prompt: a list needs one prompt per window; this clip has {count} windows, got "
                          f"{len(prompts)} prompts.")
     return prompts
 
 
-def generate_long(pipe: "MovaPipeline", prompt: str | Sequence[str], num_frames: int, *, window_frames: int,
+def generate_long(pipe: "MovaPipeline", prompt: Any, num_frames: int | None, *, window_frames: int,
                   overlap_frames: int, fps: float, seed: int | None, callback: Callable[[StepInfo], None] | None,
                   check_cancelled: Callable[[], None] | None, audio: Any = None,
                   **options: Any) -> "Generation":
     """See :meth:`MovaPipeline.generate_long`."""
     from .pipeline import Generation  # the pipeline imports this module
 
+    rate = pipe.audio_vae.sample_rate
+    driving = None if audio is None else load_audio(audio, rate)
+    num_frames = pipe.frame_count(num_frames, driving, None, fps)
     windows = plan_windows(num_frames, window_frames, overlap_frames, pipe.geometry.temporal_factor)
     prompts = _prompts(prompt, len(windows))
-    rate = pipe.audio_vae.sample_rate
     total_samples = pipe.audio_num_samples(num_frames, fps)
-    driving = None if audio is None else _fit(audio, pipe, total_samples)
+    driving = None if driving is None else fit_audio(driving, total_samples)
     seed = random.randrange(2**63) if seed is None else seed
     steps_done = [0]
     video = audio_out = None
@@ -106,12 +110,6 @@ def generate_long(pipe: "MovaPipeline", prompt: str | Sequence[str], num_frames:
         _blend(audio_out, result.audio[:, : min(samples, total_samples - first_sample)], first_sample,
                overlap_samples, dim=1)
     return Generation(video=video, audio=audio_out, sample_rate=rate, fps=fps, seed=seed)
-
-
-def _fit(audio: Any, pipe: "MovaPipeline", samples: int) -> torch.Tensor:
-    from .media.audio_input import fit_audio, load_audio
-
-    return fit_audio(load_audio(audio, pipe.audio_vae.sample_rate), samples)
 
 
 def _blend(whole: torch.Tensor, part: torch.Tensor, start: int, overlap: int, dim: int = 0) -> None:

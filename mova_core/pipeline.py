@@ -73,6 +73,7 @@ class GenerationOptions:
     video: torch.Tensor | None = None  # video-driven audio: frames float [F, H, W, 3] in 0..1 (or uint8)
     video_mode: str = "freeze"
     video_strength: float | None = None
+    residency: Residency | None = None  # where the networks sit per stage (None: the pipeline's own)
     batch_guidance: bool = False  # the text-CFG passes as one batch of two (same numbers to float rounding)
     cache_threshold: float = 0.0  # step cache (mova_core.step_cache): 0 = off (exact); e.g. 0.05 skips passes
 
@@ -400,13 +401,15 @@ class MovaPipeline:
         (residency or self.residency).text_encoder()
         return self.text_encoder.encode([prompt])
 
-    def generate(self, prompt: str, negative_prompt: str = DEFAULT_NEGATIVE_PROMPT, image: ImageInput | None = None,
+    def generate(self, prompt: str | torch.Tensor, negative_prompt: str | torch.Tensor = DEFAULT_NEGATIVE_PROMPT,
+                 image: ImageInput | None = None,
                  height: int = DEFAULTS.height, width: int = DEFAULTS.width,
                  num_frames: int | None = DEFAULTS.num_frames, fps: float = DEFAULTS.fps, steps: int = DEFAULTS.steps,
                  text_cfg: float = DEFAULTS.text_cfg, bridge_cfg: float = DEFAULTS.bridge_cfg, seed: int | None = None,
                  video_noise: torch.Tensor | None = None, audio_noise: torch.Tensor | None = None,
                  callback: Callable[[StepInfo], None] | None = None, **options: Any) -> Generation:
-        """Generate a clip (:meth:`prepare`, :meth:`sample`, then the decoders); ``image=None`` is T2VA.
+        """Generate a clip (:meth:`drive`, :meth:`prepare`, :meth:`sample`, then the decoders); ``image=None`` is T2VA.
+        Prompts are text, or umT5 embeddings ``[1, L, text_dim]`` (e.g. from ComfyUI's conditioning).
 
         ``video_noise``/``audio_noise`` replace the random draws; otherwise ``seed`` (random when
         None) seeds a CPU generator, so a seed means the same clip on every device.
@@ -421,28 +424,31 @@ class MovaPipeline:
             bridge_cfg=bridge_cfg, seed=seed, video_shift=opts.video_shift, audio_shift=opts.audio_shift,
             boundary_ratio=opts.boundary_ratio, denoising_strength=opts.denoising_strength,
             video_strength=opts.video_strength, audio_strength=opts.audio_strength)
+        residency = opts.residency or self.residency
         driving = self.drive(settings, audio=opts.audio, audio_mode=opts.audio_mode, video=opts.video,
-                             video_mode=opts.video_mode, video_init=opts.video_init, audio_init=opts.audio_init)
+                             video_mode=opts.video_mode, video_init=opts.video_init, audio_init=opts.audio_init,
+                             residency=residency)
         settings, video_init, audio_init = driving.settings, driving.video_init, driving.audio_init
         image = _first_frame(image, driving.video, opts.lead_frames)
         run = self.prepare(settings, image=image, last_image=opts.last_image, video_init=video_init,
                            audio_init=audio_init, video_noise=video_noise, audio_noise=audio_noise,
-                           lead_frames=opts.lead_frames, lead_audio=self._lead_audio_latents(opts.lead_audio))
-        positive = None if run.unchanged else self.encode_prompt(prompt)
-        negative = self.encode_prompt(negative_prompt) if run.needs_negative and not run.unchanged else None
-        video_latents, audio_latents = self.sample(run, positive, negative, callback=callback,
+                           lead_frames=opts.lead_frames,
+                           lead_audio=self._lead_audio_latents(opts.lead_audio, residency))
+        positive = None if run.unchanged else self._embeddings(prompt, residency)
+        negative = self._embeddings(negative_prompt, residency) if run.needs_negative and not run.unchanged else None
+        video_latents, audio_latents = self.sample(run, positive, negative, residency=residency, callback=callback,
                                                    check_cancelled=opts.check_cancelled,
                                                    batch_guidance=opts.batch_guidance,
                                                    cache_threshold=opts.cache_threshold, stats=(stats := PassStats()))
         return Generation(
             video=driving.kept("video") if driving.kept("video") is not None else
-            self.decode_video(video_latents, tile_size=opts.decode_tile_size),
+            self.decode_video(video_latents, tile_size=opts.decode_tile_size, residency=residency),
             audio=driving.kept("audio") if driving.kept("audio") is not None else
-            self.decode_audio(audio_latents, run.num_samples),
+            self.decode_audio(audio_latents, run.num_samples, residency=residency),
             sample_rate=self.audio_vae.sample_rate, fps=fps, seed=run.settings.seed,
             video_latents=video_latents.cpu(), audio_latents=audio_latents.cpu(), stats=stats)
 
-    def generate_long(self, prompt: str | Sequence[str], num_frames: int, *, window_frames: int = DEFAULTS.num_frames,
+    def generate_long(self, prompt: str | torch.Tensor | Sequence[str | torch.Tensor], num_frames: int | None, *, window_frames: int = DEFAULTS.num_frames,
                       overlap_frames: int = 25, fps: float = DEFAULTS.fps, seed: int | None = None,
                       callback: Callable[[StepInfo], None] | None = None,
                       check_cancelled: Callable[[], None] | None = None, **generate_options: Any) -> Generation:
@@ -450,15 +456,19 @@ class MovaPipeline:
         window (:mod:`mova_core.long_clip`): each window after the first continues the previous one's last
         ``overlap_frames`` frames and keeps its audio over them; both are crossfaded over the overlap.
 
-        ``prompt``: one for every window, or a list with one per window. ``audio``: drives the whole clip
-        (cut per window). ``seed`` + k seeds window k. ``callback`` counts steps over the whole clip;
+        ``prompt``: one for every window (text or embeddings), or a list with one per window. ``audio``: drives
+        the whole clip (cut per window); ``num_frames=None`` then makes the clip as long as the audio. ``seed`` + k seeds window k. ``callback`` counts steps over the whole clip;
         ``check_cancelled`` also runs between windows. Other options as for :meth:`generate`.
         """
         return generate_long(self, prompt, num_frames, window_frames=window_frames, overlap_frames=overlap_frames,
                              fps=fps, seed=seed, callback=callback, check_cancelled=check_cancelled,
                              **generate_options)
 
-    def _lead_audio_latents(self, audio: AudioInput | None) -> torch.Tensor | None:
+    def _embeddings(self, prompt: str | torch.Tensor, residency: Residency) -> torch.Tensor:
+        """A prompt's umT5 embeddings: encoded from text, or given (``[1, L, text_dim]``, e.g. ComfyUI conditioning)."""
+        return prompt if isinstance(prompt, torch.Tensor) else self.encode_prompt(prompt, residency=residency)
+
+    def _lead_audio_latents(self, audio: AudioInput | None, residency: Residency) -> torch.Tensor | None:
         """The whole latent frames of the audio a clip continues (a partly covered last frame is left free)."""
         if audio is None:
             return None
@@ -467,7 +477,7 @@ class MovaPipeline:
         if whole == 0:
             raise ValueError(f"lead_audio: {waveform.shape[1]} samples is shorter than one audio latent frame "
                              f"({self.audio_vae.hop_length} samples); give more, or none.")
-        return self.encode_audio(waveform[:, : whole * self.audio_vae.hop_length])
+        return self.encode_audio(waveform[:, : whole * self.audio_vae.hop_length], residency=residency)
 
     def drive(self, settings: GenerationSettings, *, audio: AudioInput | None = None, audio_mode: str = "freeze",
               video: torch.Tensor | None = None, video_mode: str = "freeze", video_init: torch.Tensor | None = None,
@@ -481,7 +491,7 @@ class MovaPipeline:
         given_audio = None if audio is None else load_audio(audio, self.audio_vae.sample_rate)
         given_video = None if video is None else _frames_input(video, settings.height, settings.width)
         settings = dataclasses.replace(
-            settings, num_frames=self._frame_count(settings.num_frames, given_audio, given_video, settings.fps,
+            settings, num_frames=self.frame_count(settings.num_frames, given_audio, given_video, settings.fps,
                                                    name("num_frames")),
             video_strength=_driven_strength(name("video_mode"), given_video, video_mode, settings.video_strength),
             audio_strength=_driven_strength(name("audio_mode"), given_audio, audio_mode, settings.audio_strength))
@@ -493,7 +503,7 @@ class MovaPipeline:
             video_init=_one_of("video", video_init, given_video, lambda f: self.encode_video(f, residency=residency)),
             audio_init=_one_of("audio", audio_init, given_audio, lambda w: self.encode_audio(w, residency=residency)))
 
-    def _frame_count(self, num_frames: int | None, audio: torch.Tensor | None, frames: torch.Tensor | None,
+    def frame_count(self, num_frames: int | None, audio: torch.Tensor | None, frames: torch.Tensor | None,
                      fps: float, name: str = "num_frames") -> int:
         """``num_frames``, or for None the given frames' count or the fewest frames that cover the given audio."""
         if num_frames is not None:
