@@ -75,8 +75,8 @@ def _prompts(prompt: Any, count: int) -> list[Any]:
 
 def generate_long(pipe: "MovaPipeline", prompt: Any, num_frames: int | None, *, window_frames: int,
                   overlap_frames: int, fps: float, seed: int | None, callback: Callable[[StepInfo], None] | None,
-                  check_cancelled: Callable[[], None] | None, audio: Any = None,
-                  **options: Any) -> "Generation":
+                  check_cancelled: Callable[[], None] | None, audio: Any = None, image: Any = None,
+                  last_image: Any = None, **options: Any) -> "Generation":
     """See :meth:`MovaPipeline.generate_long`."""
     from .pipeline import Generation  # the pipeline imports this module
 
@@ -96,13 +96,15 @@ def generate_long(pipe: "MovaPipeline", prompt: Any, num_frames: int | None, *, 
         first_sample = pipe.audio_num_samples(window.start, fps)
         samples = pipe.audio_num_samples(window.frames, fps)
         overlap_samples = pipe.audio_num_samples(window.overlap, fps)
+        ends = {**({"image": image} if index == 0 else {}),
+                **({"last_image": last_image} if index + 1 == len(windows) else {})}
         lead = {} if index == 0 else {
             "lead_frames": video[window.start: window.start + window.overlap].clone(),  # the buffer changes later
             "lead_audio": (audio_out[:, first_sample: first_sample + overlap_samples].clone(), rate)}
         window_audio = {} if driving is None else {"audio": (driving[:, first_sample: first_sample + samples], rate)}
         result = pipe.generate(prompts[index], num_frames=window.frames, fps=fps, seed=seed + index,
                                callback=_whole_clip_progress(callback, steps_done, len(windows)),
-                               check_cancelled=check_cancelled, **lead, **window_audio, **options)
+                               check_cancelled=check_cancelled, **ends, **lead, **window_audio, **options)
         if video is None:  # the whole clip's buffers, sized by the first window
             video = result.video.new_zeros(num_frames, *result.video.shape[1:])
             audio_out = result.audio.new_zeros(result.audio.shape[0], total_samples)

@@ -457,8 +457,10 @@ class MovaPipeline:
         ``overlap_frames`` frames and keeps its audio over them; both are crossfaded over the overlap.
 
         ``prompt``: one for every window (text or embeddings), or a list with one per window. ``audio``: drives
-        the whole clip (cut per window); ``num_frames=None`` then makes the clip as long as the audio. ``seed`` + k seeds window k. ``callback`` counts steps over the whole clip;
-        ``check_cancelled`` also runs between windows. Other options as for :meth:`generate`.
+        the whole clip (cut per window); ``num_frames=None`` then makes the clip as long as the audio. ``image``
+        opens the first window, ``last_image`` closes the last. ``seed`` + k seeds window k. ``callback`` counts
+        steps over the whole clip; ``check_cancelled`` also runs between windows. Other options as for
+        :meth:`generate`.
         """
         return generate_long(self, prompt, num_frames, window_frames=window_frames, overlap_frames=overlap_frames,
                              fps=fps, seed=seed, callback=callback, check_cancelled=check_cancelled,

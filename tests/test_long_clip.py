@@ -172,3 +172,14 @@ def test_peak_memory_does_not_grow_with_the_number_of_windows():
     output_kib = 89 * 96 * 128 * 3 * 4 / 1024 + 44100 * 4 * 4 / 1024
     assert peaks[1] - peaks[0] < 0.1 * peaks[0], peaks
     assert peaks[-1] - peaks[1] < 0.01 * peaks[0] + output_kib, peaks
+
+
+def test_image_opens_the_first_window_and_last_image_closes_the_last(pipe, monkeypatch):
+    record = Recorded(pipe, monkeypatch)
+    size = _size(pipe)
+    red = torch.zeros(size["height"], size["width"], 3)
+    red[..., 0] = 1.0
+    pipe.generate_long("a", 21, window_frames=9, overlap_frames=5, fps=16.0, seed=1, image=red, last_image=1 - red,
+                       **size)
+    assert [("image" in kwargs, "last_image" in kwargs, "lead_frames" in kwargs) for kwargs, _ in record.calls] == [
+        (True, False, False), (False, False, True), (False, False, True), (False, True, True)]
