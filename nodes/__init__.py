@@ -21,11 +21,12 @@ def node_list() -> list[type]:
     from .comfy_model import register_comfy_attention
     from .encode_node import MOVAEncode
     from .loader_nodes import MOVALoraLoader, MOVAModelLoader
+    from .long_node import MOVALongVideo
     from .output_nodes import MOVAAVMux, MOVADecode
     from .sampler_node import MOVASampler
     from .text_nodes import MOVAPromptRewriter, MOVATextEncode
 
     register_model_folder()
     register_comfy_attention()
-    return [MOVAModelLoader, MOVALoraLoader, MOVATextEncode, MOVAPromptRewriter, MOVASampler, MOVADecode, MOVAEncode,
-            MOVAAVMux]
+    return [MOVAModelLoader, MOVALoraLoader, MOVATextEncode, MOVAPromptRewriter, MOVASampler, MOVALongVideo, MOVADecode,
+            MOVAEncode, MOVAAVMux]

@@ -14,15 +14,17 @@ from typing import Any, Mapping
 import torch
 
 import comfy.model_management as mm
+import comfy.utils
 import latent_preview
 
 from ..mova_core.media import normalize_loudness
 from ..mova_core.pipeline import DEFAULT_NEGATIVE_PROMPT, PreparedRun
-from ..mova_core.sampler import HIGH_NOISE_EXPERT, StepInfo
+from ..mova_core.sampler import HIGH_NOISE_EXPERT, Guidance, StepInfo
 from ..mova_core.step_cache import PassStats
 from .comfy_model import MovaModel
 from .conditioning import embeddings_from_conditioning
-from .latents import GIVEN_WAVEFORM, MISSING_KEY, audio_latent, latent_settings, empty_latent, latent_samples, plan_encode, video_latent
+from .latents import (GIVEN_WAVEFORM, MISSING_KEY, audio_latent, empty_latent, latent_samples, latent_settings,
+                      plan_encode, video_latent)
 from .widgets import NODE_NAMES, sampler_settings
 
 log = logging.getLogger(__name__)
@@ -99,6 +101,33 @@ def sample_latents(model: MovaModel, positive: Any, negative: Any, widgets: Mapp
                                cache_threshold=cache_threshold, stats=stats)
     log.info("MOVA Sampler: %s.", stats)
     return _latents_out(model, run, video, audio, driving.kept("audio"))
+
+
+def long_video(model: MovaModel, positive: Any, negative: Any, widgets: Mapping[str, Any], *, frames: int | None,
+               window_frames: int, overlap_frames: int, start_image: torch.Tensor | None = None,
+               audio: dict[str, Any] | None = None, audio_mode: str = "freeze") -> tuple[torch.Tensor, dict[str, Any]]:
+    """MOVA Long Video: IMAGE and AUDIO of ``frames`` frames (None: as long as ``audio``) made window by window."""
+    pipe = model.pipeline
+    settings = sampler_settings(widgets)
+    guidance = Guidance(text_cfg=settings.text_cfg, bridge_cfg=settings.bridge_cfg)
+    progress: list[comfy.utils.ProgressBar] = []
+
+    def on_step(info: StepInfo) -> None:
+        if not progress:
+            progress.append(comfy.utils.ProgressBar(info.total))
+        progress[0].update_absolute(info.index + 1, info.total)
+
+    clip = pipe.generate_long(
+        embeddings_from_conditioning(positive, model.text_dim, "positive"), frames, window_frames=window_frames,
+        overlap_frames=overlap_frames, fps=settings.fps, seed=settings.seed, callback=on_step,
+        check_cancelled=mm.throw_exception_if_processing_interrupted, residency=model.residency,
+        negative_prompt=_negative(model, negative) if len(guidance.passes) > 1 else "",
+        image=start_image, audio=audio, audio_mode=audio_mode,
+        audio_strength=None if audio is None else settings.audio_strength, height=settings.height,
+        width=settings.width, steps=settings.steps, text_cfg=settings.text_cfg, bridge_cfg=settings.bridge_cfg,
+        video_shift=settings.video_shift, audio_shift=settings.audio_shift, boundary_ratio=settings.boundary_ratio)
+    return clip.video.to(mm.intermediate_device()), {"waveform": clip.audio[None].float().cpu(),
+                                                     "sample_rate": clip.sample_rate}
 
 
 def decode_video(model: MovaModel, latent: Any, tile: tuple[int, int] | None) -> torch.Tensor:

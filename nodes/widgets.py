@@ -121,6 +121,17 @@ def sampler_settings(widgets: Mapping[str, float]) -> GenerationSettings:
     return GenerationSettings(**{core_names.get(name, name): value for name, value in values.items()})
 
 
+LONG = {spec.name: spec for spec in (
+    _int("frames", 577, 1, 14401, 4, "Frames of the whole video, 4k+1 (577 = 24 s at 24 fps)."),
+    _int("window_frames", DEFAULTS.num_frames, 5, 1025, 4,
+         "Frames per window, 4k+1 (MOVA is trained on 193 = 8 s at 24 fps); the last window may be shorter."),
+    _int("overlap_frames", 25, 1, 1021, 4,
+         "Frames each window shares with the previous one, 4k+1: they are continued from it (picture and sound) "
+         "and crossfaded."),
+)}
+"""MOVA Long Video's own widgets (the rest are MOVA Sampler's)."""
+
+
 LORA_STRENGTHS = {spec.name: spec for spec in (
     NumberSpec("strength_high_noise", 1.0, -10.0, 10.0, 0.01, "LoRA strength on the high-noise video expert (video_dit)."),
     NumberSpec("strength_low_noise", 1.0, -10.0, 10.0, 0.01, "LoRA strength on the low-noise video expert (video_dit_2)."),

@@ -196,3 +196,25 @@ def test_connected_audio_drives_the_picture_and_decodes_as_given(generation, tin
     assert "given_waveform" not in regenerated[1]["mova"] and regenerated[1]["mova"]["frames"] == 9
     with pytest.raises(ValueError, match=r"audio_mode='loop' is not available"):
         _sample(generation, tiny_model, audio=voice, audio_mode="loop")
+
+
+def test_long_video_node_makes_the_whole_video_window_by_window(generation, tiny_model):
+    node, widgets = generation
+    pipe = tiny_model.pipeline
+    values = {name: widgets.SAMPLER[name].default for name in ("video_shift", "audio_shift", "boundary")}
+    values.update(width=48, height=32, fps=24.0, steps=2, seed=4, text_cfg=1.0, bridge_cfg=1.0)
+    positive = _conditioning(pipe.encode_prompt(PROMPT))
+    images, audio = node.long_video(tiny_model, positive, None, values, frames=21, window_frames=9, overlap_frames=5)
+    expected = pipe.generate_long(PROMPT, 21, window_frames=9, overlap_frames=5, fps=24.0, seed=4, height=32,
+                                  width=48, steps=2, text_cfg=1.0)
+    assert torch.equal(images, expected.video) and torch.equal(audio["waveform"][0], expected.audio)
+    rate = pipe.audio_vae.sample_rate
+    voice = {"waveform": 0.2 * torch.sin(torch.arange(int(1.1 * rate)) * 0.02)[None, None], "sample_rate": rate}
+    images, audio = node.long_video(tiny_model, positive, None, values, frames=None, window_frames=9,
+                                    overlap_frames=5, audio=voice)
+    assert images.shape[0] == 29, "the fewest 4k+1 frames covering 1.1 s at 24 fps"
+    given = voice["waveform"][0]
+    assert audio["waveform"].shape[-1] == pipe.audio_num_samples(29, 24.0) > given.shape[-1]
+    # the sound as given (crossfading it with itself over the overlaps rounds by ~1e-8), padded to the video
+    torch.testing.assert_close(audio["waveform"][0][:, : given.shape[-1]], given, rtol=0, atol=1e-6)
+    assert not audio["waveform"][0][:, given.shape[-1]:].any()
