@@ -144,10 +144,18 @@ class DiTTower(nn.Module):
         return self.text_embedding(context.to(self.compute_dtype))
 
     def patchify(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
-        """Latents -> tokens [B, L, dim] ordered (f, h, w) and the token grid ((f, h, w) or (L,))."""
+        """Latents -> tokens [B, L, dim] ordered (f, h, w) and the token grid ((f, h, w) or (L,)).
+
+        As the official code: the video convolution reads channels-last input (a fast kernel instead of
+        ``slow_conv3d`` on the CPU) and the tokens are made contiguous, so every block and Bridge layer works
+        on a dense [B, L, dim] stream (a transposed view would make each projection a batched matmul and each
+        elementwise op strided)."""
         self._check_latents(x)
-        x = self.patch_embedding(x.to(self.compute_dtype))
-        return x.flatten(2).transpose(1, 2), tuple(x.shape[2:])
+        x = x.to(self.compute_dtype)
+        if not self.config.is_audio:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        x = self.patch_embedding(x)
+        return x.flatten(2).transpose(1, 2).contiguous(), tuple(x.shape[2:])
 
     def rope_table(self, grid: tuple[int, ...], device: torch.device | str | None = None) -> torch.Tensor:
         """complex128 self-attention RoPE table [L, head_dim // 2] for a token grid."""

@@ -117,15 +117,17 @@ def aligned_rope_tables(
     return video, audio
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    first, second = x.chunk(2, dim=-1)
-    return torch.cat([-second, first], dim=-1)
-
-
 def apply_rotate_half_rope(x: torch.Tensor, cos_sin: CosSin) -> torch.Tensor:
     """Rotate ``x`` [B, L, heads, head_dim] by cos/sin [1 or B, L, head_dim]. The tables are first
     rounded to x's dtype; the rotation is computed in float32 and rounded once (the official
-    function is ``torch.compile``d, which fuses it that way)."""
+    function is ``torch.compile``d, which fuses it that way).
+
+    ``x·cos + rotate_half(x)·sin`` with ``rotate_half(x) = [-second, first]``, written per half into one
+    buffer (no concatenated copy): ``first·cos - second·sin`` equals ``first·cos + (-second)·sin`` bit for bit."""
     cos, sin = (t.to(device=x.device, dtype=x.dtype)[:, :, None].float() for t in cos_sin)
     x32 = x.float()
-    return (x32 * cos + _rotate_half(x32) * sin).to(x.dtype)
+    half = x.shape[-1] // 2
+    out = x32 * cos
+    out[..., :half].sub_(x32[..., half:] * sin[..., :half])
+    out[..., half:].add_(x32[..., :half] * sin[..., half:])
+    return out.to(x.dtype)

@@ -103,3 +103,15 @@ def test_batched_guidance_generates_the_same_latents_with_fewer_calls(pipe, brid
     assert len(calls) == 3 * (2 if bridge_cfg != 1 else 1)
     for out, ref in ((batched.video_latents, plain.video_latents), (batched.audio_latents, plain.audio_latents)):
         torch.testing.assert_close(out, ref, rtol=BATCHED_REL, atol=BATCHED_REL * ref.abs().max().item())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rotate_half_rope_equals_the_concatenating_formula_bit_for_bit(dtype):
+    from mova_core.rope import apply_rotate_half_rope, rotate_half_cos_sin
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 37, 3, 24, generator=g).to(dtype)
+    cos, sin = rotate_half_cos_sin(torch.arange(37, dtype=torch.float32) * 1.7, 24, dtype)
+    first, second = x.float().chunk(2, dim=-1)
+    expected = (x.float() * cos[:, :, None].float() + torch.cat([-second, first], dim=-1) * sin[:, :, None].float())
+    assert apply_rotate_half_rope(x, (cos, sin)).equal(expected.to(dtype))
