@@ -27,10 +27,11 @@ from workflow_check import DYNAMIC_FOLDERS, check_workflow, to_api_prompt, widge
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
-PACK_NODES = {"MOVAModelLoader", "MOVALoraLoader", "MOVATextEncode", "MOVAPromptRewriter", "MOVASampler",
+PACK_NODES = {"MOVAModelLoader", "MOVALoraLoader", "MOVATextEncode", "MOVAPromptRewriter", "MOVASampler", "MOVALongVideo",
               "MOVADecode", "MOVAEncode", "MOVAAVMux"}
 SHIPPED = {"mova_i2va_basic", "mova_t2va", "mova_i2va_prompt_rewriter", "mova_lora_stack", "mova_i2va_low_vram",
-           "mova_i2va_first_last"}
+           "mova_i2va_first_last", "mova_i2va_voice", "mova_long_24s"}
+WITH_SAMPLER = SHIPPED - {"mova_long_24s"}
 OFFICIAL_SAMPLER = {"width": 640, "height": 352, "frames": 193, "fps": 24.0, "steps": 50, "text_cfg": 5.0,
                     "bridge_cfg": 1.0, "denoise": 1.0}
 CHECKPOINT_SAMPLER = {"video_shift": 0.0, "audio_shift": 0.0, "boundary": -1.0}
@@ -94,23 +95,28 @@ def test_model_loaders_carry_download_information(path: Path):
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
 def test_sampler_starts_from_the_official_settings(path: Path):
-    sampler, = _nodes(json.loads(path.read_text(encoding="utf-8")), "MOVASampler")
+    workflow = json.loads(path.read_text(encoding="utf-8"))
+    sampler, = _nodes(workflow, "MOVASampler") or _nodes(workflow, "MOVALongVideo")
     values = _values(sampler)
-    assert {key: values[key] for key in OFFICIAL_SAMPLER} == OFFICIAL_SAMPLER
+    per_window = {"frames": "window_frames"} if sampler["type"] == "MOVALongVideo" else {}
+    official = {per_window.get(key, key): value for key, value in OFFICIAL_SAMPLER.items()
+                if per_window.get(key, key) in values}
+    assert {key: values[key] for key in official} == official and len(official) >= 7
     assert {key: values[key] for key in CHECKPOINT_SAMPLER} == CHECKPOINT_SAMPLER
     assert values["control_after_generate"] == "fixed", "examples reproduce the same clip"
 
 
 def test_each_workflow_has_its_feature():
-    for name in SHIPPED - {"mova_t2va"}:
+    for name in WITH_SAMPLER - {"mova_t2va"}:
         workflow = _load(name)
         sampler, = _nodes(workflow, "MOVASampler")
         assert _source_of(workflow, sampler, "start_image")["type"] == "LoadImage", name
     t2va = _load("mova_t2va")
     assert _source_of(t2va, _nodes(t2va, "MOVASampler")[0], "start_image") is None
-    for name in SHIPPED:
+    for name in WITH_SAMPLER:
         workflow = _load(name)
         sampler, = _nodes(workflow, "MOVASampler")
+        assert (_source_of(workflow, sampler, "audio") is not None) == (name == "mova_i2va_voice"), name
         end = _source_of(workflow, sampler, "end_image")
         assert (end is not None) == (name == "mova_i2va_first_last"), name
         assert end is None or (end["type"] == "LoadImage" and end is not _source_of(workflow, sampler, "start_image"))
@@ -228,7 +234,8 @@ def test_api_prompt_is_what_the_front_end_queues():
 def test_schemas_are_derived_from_the_pack():
     derived = derive_object_info()
     assert set(derived) == PACK_NODES
-    assert {name for name in schemas() if name not in PACK_NODES} == {"LoadImage"}, "natives come from the snapshot"
+    assert {name for name in schemas() if name not in PACK_NODES} == {"LoadImage", "LoadAudio"}, \
+        "natives come from the snapshot"
     assert derived["MOVAAVMux"]["input"]["hidden"] == {"prompt": ["PROMPT"], "extra_pnginfo": ["EXTRA_PNGINFO"]}
 
 
@@ -313,3 +320,17 @@ def _narrow_sampler_range(pack: LoadedPack) -> None:
 def test_a_node_change_that_breaks_a_shipped_workflow_fails(edit, message):
     problems = _problems_of_shipped_workflows(edit)
     assert any(re.search(message, problem) for problem in problems), problems
+
+
+def test_the_talking_and_the_long_workflows():
+    voice = _load("mova_i2va_voice")
+    sampler, = _nodes(voice, "MOVASampler")
+    assert _source_of(voice, sampler, "audio")["type"] == "LoadAudio"
+    assert _values(sampler)["frames_from_audio"] is True and _values(sampler)["audio_mode"] == "freeze"
+    long = _load("mova_long_24s")
+    node, = _nodes(long, "MOVALongVideo")
+    values = _values(node)
+    assert (values["frames"] - 1) / values["fps"] == 24.0 and (values["window_frames"], values["overlap_frames"]) == (193, 25)
+    assert _source_of(long, node, "start_image")["type"] == "LoadImage"
+    mux, = _nodes(long, "MOVAAVMux")
+    assert {_source_of(long, mux, name)["type"] for name in ("images", "audio", "fps")} == {"MOVALongVideo"}

@@ -30,6 +30,7 @@ DYNAMIC_FOLDERS = {
     ("MOVAModelLoader", "model_name"): "mova",
     ("MOVALoraLoader", "lora_name"): "loras",
     ("LoadImage", "image"): "input",
+    ("LoadAudio", "audio"): "input",
 }
 """Combos listing a folder's content at run time: compared by type only, any file name passes."""
 

@@ -1,5 +1,5 @@
 """Shared set-up for running the shipped workflows on a real ComfyUI: a tiny MOVA checkpoint and tiny
-LoRAs linked under the names the workflows use, the start image they load, and small clip sizes."""
+LoRAs linked under the names the workflows use, the start image and the sound they load, and small sizes."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import soundfile
 import torch
 from safetensors.torch import save_file
 
@@ -19,6 +21,10 @@ REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 SMALL_CLIP = {"width": 64, "height": 48, "frames": 5, "steps": 2}
 """Sampler settings small enough for a CPU run of the tiny model (sizes on MOVA's 16-pixel grid, 4k+1 frames)."""
+SMALL_LONG = {"width": 64, "height": 48, "steps": 2, "frames": 21, "window_frames": 9, "overlap_frames": 5}
+"""MOVA Long Video settings for the same: four windows of 9 frames overlapping by 5."""
+VOICE_SECONDS = 0.45
+"""Length of the sound written for every LoadAudio of the workflows (0.45 s at 24 fps: 13 frames)."""
 
 _LORA_RANK = 4
 _LORA_LAYERS = {"video_dit": tiny.VIDEO_DIT.dim, "video_dit_2": tiny.VIDEO_DIT.dim, "audio_dit": tiny.AUDIO_DIT.dim}
@@ -61,3 +67,7 @@ def install_workflow_assets(server: ComfyServer, comfyui_path: Path, scratch: Pa
     images = {values[0] for wf in workflows for values in widget_values_of(wf, "LoadImage")}
     for image in images:
         shutil.copy(comfyui_path / "input" / image, server.base_dir / "input" / image)
+    rate = tiny.AUDIO_VAE.sample_rate
+    voice = 0.3 * np.sin(2 * np.pi * 180 * np.arange(int(VOICE_SECONDS * rate)) / rate)
+    for sound in {values[0] for wf in workflows for values in widget_values_of(wf, "LoadAudio")}:
+        soundfile.write(str(server.base_dir / "input" / sound), voice, rate)

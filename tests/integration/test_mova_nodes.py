@@ -36,7 +36,7 @@ SHIFTED_MODEL = "tiny-mova-shifted"
 """A tiny MOVA whose boundary (0.75) and shift (3) differ from the released 0.9 / 5."""
 LORA = "tiny_mova_lora.safetensors"
 CLIP = dict(width=48, height=32, frames=5, fps=24.0)
-NODE_IDS = ("MOVAModelLoader", "MOVALoraLoader", "MOVATextEncode", "MOVAPromptRewriter", "MOVASampler",
+NODE_IDS = ("MOVAModelLoader", "MOVALoraLoader", "MOVATextEncode", "MOVAPromptRewriter", "MOVASampler", "MOVALongVideo",
             "MOVADecode", "MOVAEncode", "MOVAAVMux")
 
 

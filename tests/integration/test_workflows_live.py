@@ -20,10 +20,13 @@ import av
 import pytest
 
 from comfy_stub import derive_object_info
+from mova_core import tiny
+from mova_core.media.audio_input import frames_covering
 from workflow_check import NATIVE_SNAPSHOT, comparable, normalize, snapshot, to_api_prompt
 
 from .comfy_server import PACK_NAME, ComfyServer
-from .shipped_workflows import SMALL_CLIP, WORKFLOWS, install_workflow_assets, load_workflow
+from .shipped_workflows import (SMALL_CLIP, SMALL_LONG, VOICE_SECONDS, WORKFLOWS, install_workflow_assets,
+                                load_workflow)
 
 UPDATE_ENV = "MOVA_UPDATE_SCHEMA_SNAPSHOT"
 RUN_TIMEOUT_S = 600
@@ -88,6 +91,8 @@ def _runnable_here(prompt: dict) -> dict:
     for node in prompt.values():
         if node["class_type"] == "MOVASampler":
             node["inputs"].update(SMALL_CLIP)
+        if node["class_type"] == "MOVALongVideo":
+            node["inputs"].update(SMALL_LONG)
         if node["class_type"] == "MOVAPromptRewriter":
             node["inputs"]["mode"] = "passthrough"
     return prompt
@@ -106,4 +111,21 @@ def test_shipped_workflow_runs(workflow_server: ComfyServer, path: Path) -> None
         kinds = sorted(stream.type for stream in container.streams)
         video = container.streams.video[0]
         assert (video.codec_context.width, video.codec_context.height) == (SMALL_CLIP["width"], SMALL_CLIP["height"])
+        frames = sum(1 for _ in container.decode(video=0))
+        container.seek(0)
+        samples = sum(frame.samples for frame in container.decode(audio=0))
+        audio_rate = container.streams.audio[0].rate
     assert kinds == ["audio", "video"], f"{path.name}: the clip must carry its sound"
+    assert frames == _expected_frames(prompt), path.name
+    assert abs(samples / audio_rate - frames / 24.0) < 0.05, f"{path.name}: the sound lasts as long as the picture"
+
+
+def _expected_frames(prompt: dict) -> int:
+    """The frames the (small) prompt makes: the long video's, the voice's (frames_from_audio), or the sampler's."""
+    classes = {node["class_type"]: node["inputs"] for node in prompt.values()}
+    if "MOVALongVideo" in classes:
+        return SMALL_LONG["frames"]
+    if "LoadAudio" in classes and classes["MOVASampler"].get("frames_from_audio", True):
+        rate = tiny.AUDIO_VAE.sample_rate
+        return frames_covering(int(VOICE_SECONDS * rate), rate, 24.0, 4)
+    return SMALL_CLIP["frames"]
