@@ -139,7 +139,8 @@ def test_nodes_follow_the_contract(mova_server: ComfyServer):
         assert kind == "FLOAT" and (options["default"], options["min"], options["max"], options["step"]) == expected
         assert options["display"] == "slider"
     assert list(sampler["optional"]) == ["negative", "start_image", "end_image", "video_latent", "audio_latent",
-                                         "denoise"]  # optional: prompts without it run with 1.0
+                                         "audio", "denoise", "cache_threshold", "audio_mode", "audio_strength",
+                                         "frames_from_audio"]  # optional: prompts without them run with defaults
     assert [sampler["optional"][name][0] for name in ("end_image", "video_latent", "audio_latent")] == \
         ["IMAGE", "LATENT", "LATENT"]
     kind, options = sampler["optional"]["denoise"]

@@ -113,7 +113,11 @@ async function checkPad(page) {
 
   const saved = await page.evaluate(() => window.app.graph.serialize());
   const sampler = saved.nodes.find((n) => n.type === "MOVASampler");
-  assert.equal(sampler.widgets_values.length, 13, "the pad adds no value of its own to the saved workflow");
+  const ownValues = await page.evaluate(() => {  // every widget but the pad, control_after_generate included
+    const node = window.app.graph.nodes.find((n) => n.comfyClass === "MOVASampler");
+    return node.widgets.filter((w) => w.type !== "mova-guidance-pad").length;
+  });
+  assert.equal(sampler.widgets_values.length, ownValues, "the pad adds no value of its own to the saved workflow");
   assert.deepEqual(sampler.widgets_values.slice(7, 9), [final.text_cfg, final.bridge_cfg], "saved in the normal widgets");
   step("saved workflow", { widgets_values: sampler.widgets_values });
   await shot(page, "03_pad_final", page.locator(".mova-gpad").first());
