@@ -11,7 +11,6 @@ Checkpoints may store fused conv weights (``weight``, the release) or legacy wei
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any, Mapping
 
@@ -19,55 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ConfigBase, ConfigError
+from .config import DACConfig
 from .loading import CheckpointError, ComponentPath, KeyView, LazyStateDict, load_network
 from .ops import cast_like
 
 SNAKE_EPS = 1e-9
 LOGVAR_RANGE = (-30.0, 20.0)
 RESIDUAL_DILATIONS = (1, 3, 9)
-
-
-@dataclasses.dataclass(frozen=True)
-class DACConfig(ConfigBase):
-    """``audio_vae/config.json``. Defaults are the official constructor's; only ``continuous=True`` runs."""
-
-    encoder_dim: int = 64
-    encoder_rates: tuple[int, ...] = (2, 4, 8, 8)
-    latent_dim: int | None = None
-    decoder_dim: int = 1536
-    decoder_rates: tuple[int, ...] = (8, 8, 4, 2)
-    sample_rate: int = 44100
-    continuous: bool = False
-    use_weight_norm: bool = True
-
-    # Codebook keys only serve the discrete (quantised) DAC, which MOVA does not use; a stored
-    # ``hop_length`` is not a constructor argument (the official class derives it, as we do).
-    _IGNORED_KEYS = frozenset({"n_codebooks", "codebook_size", "codebook_dim", "quantizer_dropout", "hop_length"})
-
-    def __post_init__(self) -> None:
-        if self.latent_dim is None:  # the official default: the encoder's final width
-            object.__setattr__(self, "latent_dim", self.encoder_dim * 2 ** len(self.encoder_rates))
-
-    @property
-    def hop_length(self) -> int:
-        return math.prod(self.encoder_rates)
-
-    def validate(self, source: str) -> None:
-        if not self.continuous:
-            raise ConfigError(f"{source}: continuous must be true (MOVA uses the continuous DAC; the quantised one is not supported).")
-        if min(self.encoder_rates + self.decoder_rates, default=0) < 1:
-            raise ConfigError(f"{source}: encoder_rates and decoder_rates must be non-empty lists of positive ints.")
-        if math.prod(self.decoder_rates) != self.hop_length:
-            raise ConfigError(
-                f"{source}: decoder_rates {list(self.decoder_rates)} upsample by {math.prod(self.decoder_rates)} but "
-                f"encoder_rates {list(self.encoder_rates)} downsample by {self.hop_length}; they must match."
-            )
-        if self.decoder_dim % 2 ** len(self.decoder_rates):
-            raise ConfigError(
-                f"{source}: decoder_dim {self.decoder_dim} must be divisible by 2**{len(self.decoder_rates)} "
-                "(each decoder block halves the width)."
-            )
 
 
 class Snake(nn.Module):

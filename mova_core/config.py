@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
@@ -216,3 +217,155 @@ class ModelIndex(ConfigBase):
     @property
     def boundary_timestep(self) -> float:
         return self.boundary_ratio * 1000.0
+
+
+# Wan 2.1 latent statistics (the diffusers defaults; checkpoints state their own in config.json).
+WAN21_LATENTS_MEAN = (
+    -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
+    0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921,
+)
+WAN21_LATENTS_STD = (
+    2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
+    3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoVAEConfig(ConfigBase):
+    """``video_vae/config.json`` (diffusers ``AutoencoderKLWan``, Wan 2.1 layout).
+
+    ``dropout`` is accepted and unused (inference only). ``scale_factor_*`` may be ``None``; when
+    given they must agree with the network (``2**downsamples``).
+    """
+
+    base_dim: int = 96
+    decoder_base_dim: int | None = None
+    z_dim: int = 16
+    dim_mult: tuple[int, ...] = (1, 2, 4, 4)
+    num_res_blocks: int = 2
+    attn_scales: tuple[float, ...] = ()
+    temperal_downsample: tuple[bool, ...] = (False, True, True)
+    dropout: float = 0.0
+    latents_mean: tuple[float, ...] = WAN21_LATENTS_MEAN
+    latents_std: tuple[float, ...] = WAN21_LATENTS_STD
+    in_channels: int = 3
+    out_channels: int = 3
+    scale_factor_temporal: int | None = 4
+    scale_factor_spatial: int | None = 8
+
+    # Wan 2.2 VAE features (residual down/up blocks, pixel patching) are not implemented.
+    _REQUIRED_VALUES = {"is_residual": False, "patch_size": None}
+
+    @property
+    def temporal_factor(self) -> int:
+        return 2 ** sum(bool(t) for t in self.temperal_downsample)
+
+    @property
+    def spatial_factor(self) -> int:
+        return 2 ** (len(self.dim_mult) - 1)
+
+    def validate(self, source: str) -> None:
+        if len(self.temperal_downsample) != len(self.dim_mult) - 1:
+            raise ConfigError(
+                f"{source}: temperal_downsample needs one entry per downsampling stage "
+                f"(len(dim_mult) - 1 = {len(self.dim_mult) - 1}), got {list(self.temperal_downsample)}."
+            )
+        if self.attn_scales:
+            raise ConfigError(
+                f"{source}: attn_scales={list(self.attn_scales)} is not supported; the Wan 2.1 VAE uses [] "
+                "(diffusers' AutoencoderKLWan cannot run encoder attention with its frame cache either)."
+            )
+        for name, derived in (("scale_factor_temporal", self.temporal_factor), ("scale_factor_spatial", self.spatial_factor)):
+            stated = getattr(self, name)
+            if stated is not None and stated != derived:
+                raise ConfigError(f"{source}: {name}={stated} does not match the network, which scales by {derived}.")
+        for name in ("latents_mean", "latents_std"):
+            if len(getattr(self, name)) != self.z_dim:
+                raise ConfigError(f"{source}: {name} has {len(getattr(self, name))} entries; z_dim is {self.z_dim}.")
+        if any(s <= 0 for s in self.latents_std):
+            raise ConfigError(f"{source}: latents_std entries must be positive.")
+
+    def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int]:
+        """``(T, h, w)`` of the latents of a ``num_frames x height x width`` video; raises ValueError
+        for sizes the VAE cannot encode."""
+        t, s = self.temporal_factor, self.spatial_factor
+        if num_frames < 1 or (num_frames - 1) % t:
+            raise ValueError(f"num_frames={num_frames}: must be 1 + a multiple of {t} (for example {t * 20 + 1}).")
+        if height < s or width < s or height % s or width % s:
+            raise ValueError(f"height x width = {height} x {width}: both must be positive multiples of {s}.")
+        return (num_frames - 1) // t + 1, height // s, width // s
+
+
+@dataclasses.dataclass(frozen=True)
+class DACConfig(ConfigBase):
+    """``audio_vae/config.json``. Defaults are the official constructor's; only ``continuous=True`` runs."""
+
+    encoder_dim: int = 64
+    encoder_rates: tuple[int, ...] = (2, 4, 8, 8)
+    latent_dim: int | None = None
+    decoder_dim: int = 1536
+    decoder_rates: tuple[int, ...] = (8, 8, 4, 2)
+    sample_rate: int = 44100
+    continuous: bool = False
+    use_weight_norm: bool = True
+
+    # Codebook keys only serve the discrete (quantised) DAC, which MOVA does not use; a stored
+    # ``hop_length`` is not a constructor argument (the official class derives it, as we do).
+    _IGNORED_KEYS = frozenset({"n_codebooks", "codebook_size", "codebook_dim", "quantizer_dropout", "hop_length"})
+
+    def __post_init__(self) -> None:
+        if self.latent_dim is None:  # the official default: the encoder's final width
+            object.__setattr__(self, "latent_dim", self.encoder_dim * 2 ** len(self.encoder_rates))
+
+    @property
+    def hop_length(self) -> int:
+        return math.prod(self.encoder_rates)
+
+    def validate(self, source: str) -> None:
+        if not self.continuous:
+            raise ConfigError(f"{source}: continuous must be true (MOVA uses the continuous DAC; the quantised one is not supported).")
+        if min(self.encoder_rates + self.decoder_rates, default=0) < 1:
+            raise ConfigError(f"{source}: encoder_rates and decoder_rates must be non-empty lists of positive ints.")
+        if math.prod(self.decoder_rates) != self.hop_length:
+            raise ConfigError(
+                f"{source}: decoder_rates {list(self.decoder_rates)} upsample by {math.prod(self.decoder_rates)} but "
+                f"encoder_rates {list(self.encoder_rates)} downsample by {self.hop_length}; they must match."
+            )
+        if self.decoder_dim % 2 ** len(self.decoder_rates):
+            raise ConfigError(
+                f"{source}: decoder_dim {self.decoder_dim} must be divisible by 2**{len(self.decoder_rates)} "
+                "(each decoder block halves the width)."
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class UMT5Config(ConfigBase):
+    """``text_encoder/config.json`` (a transformers ``UMT5Config``); defaults are transformers'."""
+
+    vocab_size: int = 250112
+    d_model: int = 512
+    d_kv: int = 64
+    d_ff: int = 1024
+    num_layers: int = 8
+    num_heads: int = 6
+    relative_attention_num_buckets: int = 32
+    relative_attention_max_distance: int = 128
+    layer_norm_epsilon: float = 1e-6
+
+    # transformers derives the activation from this key (``dense_act_fn``/``is_gated_act`` follow it).
+    _REQUIRED_VALUES = {"feed_forward_proj": "gated-gelu"}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], *, source: str = "config") -> "UMT5Config":
+        """transformers configs carry many generic keys (dropout, decoder, generation); only the
+        encoder's shape and activation matter at inference, the rest is ignored."""
+        known = {f.name for f in dataclasses.fields(cls)} | set(cls._REQUIRED_VALUES)
+        return super().from_dict({k: v for k, v in values.items() if k in known}, source=source)
+
+    def validate(self, source: str) -> None:
+        if self.relative_attention_num_buckets < 4:
+            raise ConfigError(f"{source}: relative_attention_num_buckets must be at least 4 (bidirectional buckets).")
+
+    @property
+    def inner_dim(self) -> int:
+        return self.num_heads * self.d_kv

@@ -17,10 +17,9 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from .audio_vae import DACConfig
 from .bridge import DualTowerBridge
 from .checkpoint import MODEL_INDEX, FolderCheckpoint
-from .config import BridgeConfig, ConfigBase, DiTConfig, read_json
+from .config import BridgeConfig, ConfigBase, DACConfig, DiTConfig, UMT5Config, VideoVAEConfig, read_json
 from .dit import DiTTower
 from .loading import (FP8_DTYPES, SUPPORTED_DTYPES, CheckpointError, build_on_meta, component_config, storage_dtype,
                       weight_files)
@@ -28,8 +27,7 @@ from .media.files import write_atomically
 from .packed import (COMPONENTS_KEY, CONFIG_KEY_PREFIX, FORMAT_KEY, FORMAT_NAME, FORMAT_VERSION, MODEL_INDEX_KEY,
                      NETWORKS, SCHEDULER_KEY, TEXT_ENCODER, TOKENIZER_KEY, VERSION_KEY, WEIGHT_DTYPE_KEY)
 from .safetensors_io import TensorEntry, stored_tensors, write_streamed
-from .text_encoder import UMT5Config, UMT5Encoder
-from .video_vae import VideoVAEConfig
+from .text_encoder import UMT5Encoder
 
 CONFIG_CLASSES: dict[str, type[ConfigBase]] = {
     "video_dit": DiTConfig, "video_dit_2": DiTConfig, "audio_dit": DiTConfig, "dual_tower_bridge": BridgeConfig,

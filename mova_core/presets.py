@@ -7,10 +7,7 @@ the meta device) without reading it.
 
 from __future__ import annotations
 
-from .audio_vae import DACConfig
-from .config import BridgeConfig, ConfigBase, DiTConfig, SchedulerConfig
-from .text_encoder import UMT5Config
-from .video_vae import VideoVAEConfig
+from .config import BridgeConfig, ConfigBase, DACConfig, DiTConfig, SchedulerConfig, UMT5Config, VideoVAEConfig
 
 TEXT_DIM = 4096
 

@@ -11,7 +11,6 @@ umT5 (HF ``UMT5EncoderModel``): T5 RMS norms computed in fp32, self-attention wi
 
 from __future__ import annotations
 
-import dataclasses
 import html
 import math
 import re
@@ -25,7 +24,7 @@ from tokenizers import Tokenizer
 from tokenizers.processors import TemplateProcessing
 from torch import nn
 
-from .config import ConfigBase, ConfigError
+from .config import ConfigError, UMT5Config
 from .loading import ComponentPath, KeyView, LazyStateDict, load_network
 from .ops import cast_like
 
@@ -94,39 +93,6 @@ class UMT5Tokenizer:
 
 # --------------------------------------------------------------------------------------------
 # umT5 encoder
-
-
-@dataclasses.dataclass(frozen=True)
-class UMT5Config(ConfigBase):
-    """``text_encoder/config.json`` (a transformers ``UMT5Config``); defaults are transformers'."""
-
-    vocab_size: int = 250112
-    d_model: int = 512
-    d_kv: int = 64
-    d_ff: int = 1024
-    num_layers: int = 8
-    num_heads: int = 6
-    relative_attention_num_buckets: int = 32
-    relative_attention_max_distance: int = 128
-    layer_norm_epsilon: float = 1e-6
-
-    # transformers derives the activation from this key (``dense_act_fn``/``is_gated_act`` follow it).
-    _REQUIRED_VALUES = {"feed_forward_proj": "gated-gelu"}
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any], *, source: str = "config") -> "UMT5Config":
-        """transformers configs carry many generic keys (dropout, decoder, generation); only the
-        encoder's shape and activation matter at inference, the rest is ignored."""
-        known = {f.name for f in dataclasses.fields(cls)} | set(cls._REQUIRED_VALUES)
-        return super().from_dict({k: v for k, v in values.items() if k in known}, source=source)
-
-    def validate(self, source: str) -> None:
-        if self.relative_attention_num_buckets < 4:
-            raise ConfigError(f"{source}: relative_attention_num_buckets must be at least 4 (bidirectional buckets).")
-
-    @property
-    def inner_dim(self) -> int:
-        return self.num_heads * self.d_kv
 
 
 class T5LayerNorm(nn.Module):

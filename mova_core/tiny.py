@@ -22,12 +22,12 @@ from safetensors.torch import save_file
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from torch import nn
 
-from .audio_vae import DAC, DACConfig
+from .audio_vae import DAC
 from .bridge import DualTowerBridge
-from .config import BridgeConfig, ConfigBase, DiTConfig, SchedulerConfig
+from .config import BridgeConfig, ConfigBase, DACConfig, DiTConfig, SchedulerConfig, UMT5Config, VideoVAEConfig
 from .dit import DiTTower
-from .text_encoder import UMT5Config, UMT5Encoder
-from .video_vae import VideoVAE, VideoVAEConfig
+from .text_encoder import UMT5Encoder
+from .video_vae import VideoVAE
 
 TEXT_DIM = 32
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"

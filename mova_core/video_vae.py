@@ -16,7 +16,6 @@ bounded by one chunk. Two layers treat the first chunk specially (also like the 
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterable, Iterator, NamedTuple
@@ -25,86 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ConfigBase, ConfigError
+from .config import VideoVAEConfig
 from .loading import ComponentPath, PackedComponent, component_config, load_component
 from .ops import cast_like, operations_for
 
-# Wan 2.1 latent statistics (the diffusers defaults; checkpoints state their own in config.json).
-WAN21_LATENTS_MEAN = (
-    -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
-    0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921,
-)
-WAN21_LATENTS_STD = (
-    2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
-    3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160,
-)
 LOGVAR_RANGE = (-30.0, 20.0)  # clamp of diffusers' DiagonalGaussianDistribution
-
-
-@dataclasses.dataclass(frozen=True)
-class VideoVAEConfig(ConfigBase):
-    """``video_vae/config.json`` (diffusers ``AutoencoderKLWan``, Wan 2.1 layout).
-
-    ``dropout`` is accepted and unused (inference only). ``scale_factor_*`` may be ``None``; when
-    given they must agree with the network (``2**downsamples``).
-    """
-
-    base_dim: int = 96
-    decoder_base_dim: int | None = None
-    z_dim: int = 16
-    dim_mult: tuple[int, ...] = (1, 2, 4, 4)
-    num_res_blocks: int = 2
-    attn_scales: tuple[float, ...] = ()
-    temperal_downsample: tuple[bool, ...] = (False, True, True)
-    dropout: float = 0.0
-    latents_mean: tuple[float, ...] = WAN21_LATENTS_MEAN
-    latents_std: tuple[float, ...] = WAN21_LATENTS_STD
-    in_channels: int = 3
-    out_channels: int = 3
-    scale_factor_temporal: int | None = 4
-    scale_factor_spatial: int | None = 8
-
-    # Wan 2.2 VAE features (residual down/up blocks, pixel patching) are not implemented.
-    _REQUIRED_VALUES = {"is_residual": False, "patch_size": None}
-
-    @property
-    def temporal_factor(self) -> int:
-        return 2 ** sum(bool(t) for t in self.temperal_downsample)
-
-    @property
-    def spatial_factor(self) -> int:
-        return 2 ** (len(self.dim_mult) - 1)
-
-    def validate(self, source: str) -> None:
-        if len(self.temperal_downsample) != len(self.dim_mult) - 1:
-            raise ConfigError(
-                f"{source}: temperal_downsample needs one entry per downsampling stage "
-                f"(len(dim_mult) - 1 = {len(self.dim_mult) - 1}), got {list(self.temperal_downsample)}."
-            )
-        if self.attn_scales:
-            raise ConfigError(
-                f"{source}: attn_scales={list(self.attn_scales)} is not supported; the Wan 2.1 VAE uses [] "
-                "(diffusers' AutoencoderKLWan cannot run encoder attention with its frame cache either)."
-            )
-        for name, derived in (("scale_factor_temporal", self.temporal_factor), ("scale_factor_spatial", self.spatial_factor)):
-            stated = getattr(self, name)
-            if stated is not None and stated != derived:
-                raise ConfigError(f"{source}: {name}={stated} does not match the network, which scales by {derived}.")
-        for name in ("latents_mean", "latents_std"):
-            if len(getattr(self, name)) != self.z_dim:
-                raise ConfigError(f"{source}: {name} has {len(getattr(self, name))} entries; z_dim is {self.z_dim}.")
-        if any(s <= 0 for s in self.latents_std):
-            raise ConfigError(f"{source}: latents_std entries must be positive.")
-
-    def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int]:
-        """``(T, h, w)`` of the latents of a ``num_frames x height x width`` video; raises ValueError
-        for sizes the VAE cannot encode."""
-        t, s = self.temporal_factor, self.spatial_factor
-        if num_frames < 1 or (num_frames - 1) % t:
-            raise ValueError(f"num_frames={num_frames}: must be 1 + a multiple of {t} (for example {t * 20 + 1}).")
-        if height < s or width < s or height % s or width % s:
-            raise ValueError(f"height x width = {height} x {width}: both must be positive multiples of {s}.")
-        return (num_frames - 1) // t + 1, height // s, width // s
 
 
 class LatentMoments(NamedTuple):

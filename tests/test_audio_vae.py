@@ -12,8 +12,8 @@ from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
 from conftest import assert_close_to_reference
-from mova_core.audio_vae import DAC, DACConfig, fuse_weight_norm, load_audio_vae
-from mova_core.config import ConfigError
+from mova_core.audio_vae import DAC, fuse_weight_norm, load_audio_vae
+from mova_core.config import ConfigError, DACConfig
 from mova_core.loading import CheckpointError
 from mova_core.ops import CastingOps
 

@@ -26,7 +26,8 @@ from mova_core.conditioning import (
     to_image_tensor,
     white_image,
 )
-from mova_core.video_vae import VideoVAE, VideoVAEConfig, load_video_vae
+from mova_core.config import VideoVAEConfig
+from mova_core.video_vae import VideoVAE, load_video_vae
 
 # The condition is a VAE encode (see tests/test_video_vae.py for why 2e-5): the reference's own
 # float32 rounding is ~2e-6 of the scale on tiny-a.

@@ -13,10 +13,10 @@ from tokenizers.pre_tokenizers import WhitespaceSplit
 from tokenizers.processors import TemplateProcessing
 
 from conftest import assert_close_to_reference
-from mova_core.config import ConfigError
+from mova_core.config import ConfigError, UMT5Config
 from mova_core.ops import CastingOps
 from mova_core.text_encoder import (
-    TextEncoder, UMT5Config, UMT5Encoder, UMT5Tokenizer, clean_prompt, load_text_encoder, load_umt5_encoder,
+    TextEncoder, UMT5Encoder, UMT5Tokenizer, clean_prompt, load_text_encoder, load_umt5_encoder,
     relative_position_buckets,
 )
 

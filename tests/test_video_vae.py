@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from conftest import assert_close_to_reference
-from mova_core.config import ConfigError, read_json
+from mova_core.config import ConfigError, VideoVAEConfig, read_json
 from mova_core.ops import CastingOps
-from mova_core.video_vae import VideoVAE, VideoVAEConfig, load_video_vae
+from mova_core.video_vae import VideoVAE, load_video_vae
 
 # The reference's own float32 rounding error against a float64 run of the same weights is about
 # 2e-6 (encode) and 4e-6 (decode) of the output scale on tiny-a, after ~30 convolutions; ours is the
