@@ -385,3 +385,15 @@ def test_untouched_widgets_compute_what_movapipeline_generate_computes(mova_serv
     finally:  # the other tests expect the model list without it
         link.unlink()
         os.utime(link.parent)
+
+
+def test_a_requeued_rewriter_workflow_is_a_cache_hit_and_writes_nothing(mova_server: ComfyServer):
+    """ComfyUI calls fingerprint_inputs with every input of the rewriter; it must not fail, so queueing the same
+    workflow again runs no node and saves no new mp4 (issue: every queue regenerated everything)."""
+    graph = workflow("mova_it/requeue", seed=21)
+    first = mova_server.run_workflow(graph, timeout=300)
+    files = sorted(path.name for path in (mova_server.output_dir / "mova_it").glob("requeue*"))
+    again = mova_server.run_workflow(graph, timeout=300)
+    assert cached_nodes(again) == set(graph) and not cached_nodes(first) & {"3", "5", "9"}
+    assert sorted(path.name for path in (mova_server.output_dir / "mova_it").glob("requeue*")) == files
+    assert len(files) == 1
