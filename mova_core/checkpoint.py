@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import Any, Union
 
 import torch
-from tokenizers import Tokenizer
 
 from .config import ModelIndex, SchedulerConfig
 from .loading import PackedComponent
 from .packed import MODEL_INDEX_KEY, SCHEDULER_KEY, TEXT_ENCODER, TOKENIZER_KEY, read_packed
-from .text_encoder import TextEncoder, UMT5Tokenizer, load_text_encoder, load_umt5_encoder
+from .text_encoder import TextEncoder, UMT5Tokenizer, load_text_encoder, load_umt5_encoder, parse_tokenizer
 
 MODEL_INDEX = "model_index.json"
 
@@ -74,7 +73,7 @@ class PackedCheckpoint:
         """umT5 + the tokenizer stored in the metadata; FileNotFoundError when the file was packed without them."""
         if self.omits_text_encoder:
             raise FileNotFoundError(f"{self.path} was packed without the text encoder (--no-text-encoder)")
-        tokenizer = Tokenizer.from_str(self.header.metadata[TOKENIZER_KEY])
+        tokenizer = parse_tokenizer(self.header.metadata[TOKENIZER_KEY], f"{self.path} ({TOKENIZER_KEY})")
         return TextEncoder(UMT5Tokenizer(tokenizer, source=f"{self.path} ({TOKENIZER_KEY})"),
                            load_umt5_encoder(self.component(TEXT_ENCODER), dtype=dtype, device=device,
                                              operations=operations))

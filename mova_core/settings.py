@@ -35,7 +35,9 @@ class Bounds:
             return f"{name}={value!r} must be a whole number; nearest valid value: {round(value)}."
         if not self.low <= value <= self.high:
             nearest = min(max(value, self.low), self.high)
-            return f"{name}={value:g} is outside {self.low:g} .. {self.high:g}; nearest valid value: {nearest:g}."
+            shown = (lambda number: f"{int(number)}") if self.integer else (lambda number: f"{number:g}")
+            return (f"{name}={shown(value)} is outside {shown(self.low)} .. {shown(self.high)}; "
+                    f"nearest valid value: {shown(nearest)}.")
         return None
 
 

@@ -48,6 +48,15 @@ def clean_prompt(text: str) -> str:
 # Tokenizer
 
 
+def parse_tokenizer(document: str, source: str) -> Tokenizer:
+    """A fast-tokenizer JSON document; ConfigError naming ``source`` and the fix when it is broken."""
+    try:
+        return Tokenizer.from_str(document)
+    except Exception as error:  # tokenizers raises plain Exception for every parse problem
+        raise ConfigError(f"{source}: not a readable tokenizer.json ({str(error)[:200]}); re-download or re-pack the "
+                          "checkpoint's tokenizer.") from None
+
+
 class UMT5Tokenizer:
     """``tokenizer.json`` through the ``tokenizers`` library, called like MOVA calls ``T5TokenizerFast``:
     ``padding="max_length"``, ``truncation=True``, special tokens on (``</s>`` appended by the file's
@@ -81,7 +90,8 @@ class UMT5Tokenizer:
                 f"{file} not found: the umT5 tokenizer needs tokenizer.json (the fast-tokenizer file of the "
                 "checkpoint's tokenizer/ folder; spiece.model alone is not read)."
             )
-        return cls(Tokenizer.from_file(str(file)), max_length, source=str(file))
+        return cls(parse_tokenizer(file.read_text(encoding="utf-8", errors="replace"), str(file)), max_length,
+                   source=str(file))
 
     def __call__(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """``texts`` -> ``(input_ids, attention_mask)``, both int64 ``[len(texts), max_length]``."""
