@@ -24,6 +24,13 @@ def number_input(spec: NumberSpec, **extra) -> io.Input:
                           tooltip=spec.tooltip, **extra)
 
 
+def model_and_prompt_inputs() -> list[io.Input]:
+    """The model and the positive/negative conditioning every generating node (sampler, long video) starts with."""
+    return [MovaModelType.Input("mova_model"), io.Conditioning.Input("positive"),
+            io.Conditioning.Input("negative", optional=True,
+                                  tooltip="None = the official MOVA negative prompt, encoded with the model's umT5.")]
+
+
 def register_model_folder() -> None:
     """Register ``models/mova`` (keeping paths a user's extra_model_paths.yaml added) with model extensions."""
     default = os.path.join(folder_paths.models_dir, MOVA_FOLDER)

@@ -9,7 +9,7 @@ from comfy_api.latest import io
 
 from ..mova_core.pipeline import DRIVING_MODES
 from ..mova_core.settings import SEED_MAX
-from .comfy_io import CATEGORY, MovaModelType, number_input
+from .comfy_io import CATEGORY, model_and_prompt_inputs, number_input
 from .comfy_model import MovaModel
 from .generation import long_video
 from .widgets import LONG, SAMPLER
@@ -27,10 +27,7 @@ class MOVALongVideo(io.ComfyNode):
                         "previous one's last frames and keeping its sound over them, crossfaded over the overlap. "
                         "Connected audio drives the whole video. Outputs frames, audio and fps for MOVA AV Mux.",
             inputs=[
-                MovaModelType.Input("mova_model"),
-                io.Conditioning.Input("positive"),
-                io.Conditioning.Input("negative", optional=True,
-                                      tooltip="None = the official MOVA negative prompt, encoded with the model's umT5."),
+                *model_and_prompt_inputs(),
                 io.Image.Input("start_image", optional=True, tooltip="First frame of the first window. None = T2VA."),
                 io.Audio.Input("audio", optional=True,
                                tooltip="Sound that drives the whole video (cut per window); see frames_from_audio."),

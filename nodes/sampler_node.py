@@ -9,7 +9,7 @@ from comfy_api.latest import io
 
 from ..mova_core.pipeline import DRIVING_MODES
 from ..mova_core.settings import SEED_MAX
-from .comfy_io import CATEGORY, MovaModelType, number_input
+from .comfy_io import CATEGORY, model_and_prompt_inputs, number_input
 from .comfy_model import MovaModel
 from .generation import sample_latents
 from .widgets import SAMPLER, SPEED, settings_problem
@@ -46,10 +46,7 @@ class MOVASampler(io.ComfyNode):
                         "an end image makes the video end on it; denoise below 1 re-generates connected latents; "
                         "connected audio drives the picture (talking, singing, playing to it).",
             inputs=[
-                MovaModelType.Input("mova_model"),
-                io.Conditioning.Input("positive"),
-                io.Conditioning.Input("negative", optional=True,
-                                      tooltip="None = the official MOVA negative prompt, encoded with the model's umT5."),
+                *model_and_prompt_inputs(),
                 io.Image.Input("start_image", optional=True, tooltip="First frame (cropped to the aspect, resized). "
                                                                      "None = T2VA from a white first frame."),
                 io.Image.Input("end_image", optional=True,
