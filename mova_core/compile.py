@@ -7,7 +7,7 @@ error instead of a silent slowdown; the block forwards (RoPE, modulation, attent
 :mod:`mova_core.attention`, ``CastingOps`` fp8/bf16 weight casts, LoRA forward hooks) compile without one.
 
 Compilation happens lazily on the first call of each region (and again for a new clip size or batch).
-Modules are compiled in place (``nn.Module.compile``); :func:`uncompile_blocks` restores plain eager calls.
+Modules are compiled in place (``nn.Module.compile``).
 """
 
 from __future__ import annotations
@@ -45,9 +45,3 @@ def compile_blocks(networks: Iterable[nn.Module], *, fullgraph: bool = True, mod
     for region in regions:
         region.compile(dynamic=False, fullgraph=fullgraph, mode=mode, backend=backend)
     return len(regions)
-
-
-def uncompile_blocks(networks: Iterable[nn.Module]) -> None:
-    """Undo :func:`compile_blocks`: the regions run eagerly again."""
-    for region in compiled_regions(networks):
-        region._compiled_call_impl = None  # what nn.Module.compile sets; None = the eager __call__

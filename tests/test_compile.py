@@ -12,7 +12,7 @@ import torch
 from torch._dynamo.utils import counters
 
 from mova_core.bridge import DualTowerBridge
-from mova_core.compile import compile_blocks, compiled_regions, uncompile_blocks
+from mova_core.compile import compile_blocks, compiled_regions
 from mova_core.dit import DiTTower
 from mova_core.joint import JointConstants, joint_forward
 from test_denoiser_units import audio_config, bridge_config, checkpoint, inputs, load_all, models, seeded, video_config  # noqa: F401
@@ -73,8 +73,6 @@ def test_compiled_blocks_equal_eager_and_share_one_graph_per_block_type():
             assert _relative(out, ref) < FLOAT32_REL
     # video block, audio block, audio->video and video->audio conditioner: one graph each for 12 blocks
     assert counters["stats"]["unique_graphs"] == 4
-    uncompile_blocks([*experts, audio, bridge])
-    assert all(region._compiled_call_impl is None for region in compiled_regions([*experts, audio, bridge]))
 
 
 def test_compiled_fp8_storage_and_lora_hook_equal_eager(models, checkpoint):  # noqa: F811
