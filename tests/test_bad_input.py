@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -410,3 +411,23 @@ def test_cli_names_the_option_when_the_model_refuses_the_size(tmp_path, capsys):
     assert cli.main(["demo", "--frames", "6", "--out", str(tmp_path / "clip.mp4")]) == 2
     assert capsys.readouterr().err == "error: --frames=6 must be 4k+1 (1, 5, 9, ...); nearest valid value: 5.\n"
     assert files_under(tmp_path) == []
+
+
+def test_a_killed_writers_leftover_is_removed_by_a_later_write_and_a_live_ones_is_not(tmp_path):
+    """SIGKILL, or SIGTERM while a ComfyUI worker thread writes, leaves a .part file no handler could remove;
+    the next write into that folder removes it once its process is gone and it is old, never a live writer's."""
+    from mova_core.media.files import ORPHAN_AGE_S, write_atomically
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = tmp_path / f".clip.mp4.{int(dead.stdout)}-0123abcd.part"
+    live = tmp_path / f".clip.mp4.{os.getpid()}-89abcdef.part"
+    fresh = tmp_path / f".other.mp4.{int(dead.stdout)}-fedcba98.part"
+    for leftover in (orphan, live, fresh):
+        leftover.write_bytes(b"half a clip")
+    old = time.time() - ORPHAN_AGE_S - 60
+    for leftover in (orphan, live):
+        os.utime(leftover, (old, old))
+    write_atomically(tmp_path / "next.mp4", lambda temp: temp.write_bytes(b"done"))
+    assert not orphan.exists(), "the killed writer's old leftover is gone"
+    assert live.exists() and fresh.exists(), "a running writer's file and a recent one are kept"
+    assert files_under(tmp_path) == sorted(["next.mp4", live.name, fresh.name])

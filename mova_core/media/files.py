@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import secrets
 import signal
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Union
@@ -117,10 +119,44 @@ def writable_folder_problem(folder: PathLike) -> str | None:
     return None
 
 
+ORPHAN_AGE_S = 600
+"""A temporary file untouched this long whose writing process is gone is an orphan (removed by later writes)."""
+_TEMP_NAME = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}\.part$")
+
+
+def _writer_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_orphans(folder: Path) -> list[Path]:
+    """Remove the temporary files a killed writer left in ``folder`` (a stop that no handler could catch, such as
+    SIGKILL, or SIGTERM while a worker thread was writing): ``.name.<pid>-<hex>.part`` files of a process that no
+    longer runs, untouched for :data:`ORPHAN_AGE_S` seconds. Returns what was removed."""
+    removed = []
+    now = time.time()
+    for entry in folder.glob(".*.part"):
+        match = _TEMP_NAME.match(entry.name)
+        try:
+            if match and not _writer_alive(int(match.group(1))) and now - entry.stat().st_mtime > ORPHAN_AGE_S:
+                entry.unlink()
+                removed.append(entry)
+        except OSError:  # gone meanwhile, or not ours to remove
+            continue
+    return removed
+
+
 def _create_temp_beside(target: Path) -> Path:
-    """An empty, newly created hidden file in the target's folder (ordinary permissions)."""
+    """An empty, newly created hidden file in the target's folder (ordinary permissions), named after this process
+    so that a later write can tell an orphan (:func:`remove_orphans`) from a file being written."""
+    remove_orphans(target.parent)
     while True:
-        temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+        temp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.part")
         try:
             os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
             return temp
