@@ -87,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
                           help="with --audio-mode strength: 0 = kept, 1 = from noise (default 1)")
     generate.add_argument("--lora", action="append", default=[], metavar="FILE[:STRENGTH]",
                           help="apply a LoRA (repeatable; strength 1 by default, on every component)")
+    generate.add_argument("--cache-threshold", type=float, default=0.0,
+                          help="step cache: reuse model passes predicted to change less than this (0 = off, exact; "
+                               "e.g. 0.05)")
+    generate.add_argument("--batch-guidance", action="store_true",
+                          help="run the positive and negative passes as one batch (more memory, fewer calls)")
+    generate.add_argument("--compile", action="store_true",
+                          help="torch.compile every DiT block and Bridge layer (slower start, faster steps)")
     generate.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16")
     generate.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     generate.add_argument("--offload", action="store_true",
@@ -197,6 +204,8 @@ def _run(pipe: MovaPipeline, args: argparse.Namespace, settings: GenerationSetti
                                width=settings.width, num_frames=settings.num_frames, fps=settings.fps,
                                steps=settings.steps, text_cfg=settings.text_cfg, bridge_cfg=settings.bridge_cfg,
                                seed=settings.seed, callback=on_step, **options)
+    if args.cache_threshold:
+        print(f"step cache: {result.stats}")
     return result.save(out, loudness=loudness)
 
 
@@ -211,11 +220,15 @@ def _command(args: argparse.Namespace) -> Path:
     image, last_image = open_image(args.image, "--image"), open_image(args.last_image, "--last-image")
     driving = _driving_audio(args)
     loras = [_lora_option(option) for option in args.lora]
-    pipe = MovaPipeline.from_pretrained(args.model, dtype=DTYPES[args.dtype], device=args.device, offload=args.offload)
+    if not (math.isfinite(args.cache_threshold) and 0.0 <= args.cache_threshold <= 1.0):
+        raise ValueError(f"--cache-threshold {args.cache_threshold:g}: give a number from 0 (off) to 1.")
+    pipe = MovaPipeline.from_pretrained(args.model, dtype=DTYPES[args.dtype], device=args.device, offload=args.offload,
+                                        compile=args.compile)
     for file, strength in loras:
         pipe.add_lora(file, LoraStrengths(strength, strength, strength, strength))
     return _run(pipe, args, settings, out, loudness, negative_prompt=args.negative_prompt, image=image,
-                last_image=last_image, **driving)
+                last_image=last_image, cache_threshold=args.cache_threshold, batch_guidance=args.batch_guidance,
+                **driving)
 
 
 def _driving_audio(args: argparse.Namespace) -> dict[str, object]:

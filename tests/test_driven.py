@@ -135,3 +135,21 @@ def test_cli_audio_drives_a_clip_that_covers_it(tmp_path: Path):
     bad = subprocess.run(command[:-2] + ["--audio", str(tmp_path / "none.wav"), "--out", str(tmp_path / "x.mp4")],
                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "--audio" in bad.stderr and "none.wav does not exist" in bad.stderr
+
+
+def test_cli_speed_options_run_and_a_bad_threshold_is_refused_before_loading(tmp_path: Path):
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+    from mova_core.tiny import cached_tiny_checkpoint
+
+    base = [sys.executable, "-m", "mova_core", "generate", "--model", str(cached_tiny_checkpoint()), "--prompt", "x",
+            "--height", "32", "--width", "48", "--frames", "5", "--steps", "4", "--dtype", "float32"]
+    done = subprocess.run(base + ["--cache-threshold", "1", "--batch-guidance", "--out", str(tmp_path / "a.mp4")],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "step cache:" in done.stdout and "model passes computed" in done.stdout and (tmp_path / "a.mp4").is_file()
+    bad = subprocess.run(base + ["--cache-threshold", "nan", "--out", str(tmp_path / "b.mp4")], cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "--cache-threshold nan" in bad.stderr and not (tmp_path / "b.mp4").exists()
