@@ -397,3 +397,18 @@ def test_a_requeued_rewriter_workflow_is_a_cache_hit_and_writes_nothing(mova_ser
     assert cached_nodes(again) == set(graph) and not cached_nodes(first) & {"3", "5", "9"}
     assert sorted(path.name for path in (mova_server.output_dir / "mova_it").glob("requeue*")) == files
     assert len(files) == 1
+
+
+@pytest.mark.parametrize("weight_dtype", ["fp32", "fp8_e4m3fn"])
+def test_compiled_blocks_with_a_lora_and_the_step_cache_run_in_comfyui(mova_server: ComfyServer, weight_dtype: str):
+    """The loader's compile option (comfy.ops layers, graph breaks allowed) with a LoRA patch and the sampler's step
+    cache: the video comes out, close to the eager one without cache (compile only reorders float arithmetic)."""
+    def frames(prefix: str, **changes) -> np.ndarray:
+        graph = workflow(prefix, lora=True, **{"1__weight_dtype": weight_dtype, "3__steps": 3, **changes})
+        return decoded_frames(saved_mp4(mova_server, mova_server.run_workflow(graph, timeout=600))).astype(int)
+
+    eager = frames(f"mova_it/eager_{weight_dtype}")
+    compiled = frames(f"mova_it/compiled_{weight_dtype}", **{"1__compile": True})
+    assert np.abs(compiled - eager).max() <= (2 if weight_dtype == "fp32" else 12)
+    cached = frames(f"mova_it/cached_{weight_dtype}", **{"3__cache_threshold": 1.0})
+    assert cached.shape == eager.shape
