@@ -54,19 +54,35 @@ def audio_rope_table(head_dim: int, length: int, device: torch.device | str | No
     return _rotations(head_dim, _positions(length, device))
 
 
+# Tokens per float64 piece of the CPU rotation: about 1 MiB of float64 at a time.
+_ROPE_PIECE_ELEMENTS = 1 << 17
+
+
 def apply_interleaved_rope(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     """Rotate ``x`` [B, L, heads, head_dim] by ``table`` [L, head_dim // 2] in float64; keeps x's dtype.
 
     The product is taken in place on a float64 copy: on long videos this rotation is the memory peak
-    of a DiT pass, and a second complex128 tensor would add 4x the size of bf16 ``x`` to it. Under
-    ``torch.compile`` (which has no complex kernels) the same product is written in real float64
+    of a DiT pass, and a second complex128 tensor would add 4x the size of bf16 ``x`` to it. On the CPU the
+    tokens are rotated piece by piece (about 1 MiB of float64 each) into one output buffer: the same
+    elementwise operations on the same values, without a float64 copy of the whole of ``x`` (on the CPU that
+    copy, twice the size of float32 ``x``, was a fresh heap block at every call, page-faulted in and out).
+    Under ``torch.compile`` (which has no complex kernels) the same product is written in real float64
     arithmetic, which the compiler fuses into one kernel without the copy."""
     if torch.compiler.is_compiling():
         pairs, rotation = x.to(torch.float64).unflatten(-1, (-1, 2)), torch.view_as_real(table)[:, None]
         real, imag, cos, sin = pairs[..., 0], pairs[..., 1], rotation[..., 0], rotation[..., 1]
         return torch.stack([real * cos - imag * sin, real * sin + imag * cos], dim=-1).flatten(-2).to(x.dtype)
-    pairs = torch.view_as_complex(x.to(torch.float64, copy=True).unflatten(-1, (-1, 2)))
-    return torch.view_as_real(pairs.mul_(table[:, None])).flatten(-2).to(x.dtype)
+    length = x.shape[1]
+    piece = length if x.device.type != "cpu" else max(1, _ROPE_PIECE_ELEMENTS // max(1, x[:, :1].numel()))
+    if piece >= length:
+        pairs = torch.view_as_complex(x.to(torch.float64, copy=True).unflatten(-1, (-1, 2)))
+        return torch.view_as_real(pairs.mul_(table[:, None])).flatten(-2).to(x.dtype)
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    for start in range(0, length, piece):
+        stop = min(start + piece, length)
+        pairs = torch.view_as_complex(x[:, start:stop].to(torch.float64, copy=True).unflatten(-1, (-1, 2)))
+        out[:, start:stop].copy_(torch.view_as_real(pairs.mul_(table[start:stop, None])).flatten(-2))
+    return out
 
 
 def video_positions_on_audio_clock(
