@@ -204,7 +204,7 @@ def _run(pipe: MovaPipeline, args: argparse.Namespace, settings: GenerationSetti
                                width=settings.width, num_frames=settings.num_frames, fps=settings.fps,
                                steps=settings.steps, text_cfg=settings.text_cfg, bridge_cfg=settings.bridge_cfg,
                                seed=settings.seed, callback=on_step, **options)
-    if args.cache_threshold:
+    if options.get("cache_threshold"):
         print(f"step cache: {result.stats}")
     return result.save(out, loudness=loudness)
 
