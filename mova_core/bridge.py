@@ -184,7 +184,10 @@ class DualTowerBridge(nn.Module):
         key = str(layer)
         video_update = self.audio_to_video_conditioners[key](video, audio, video_rope, audio_rope, grid)
         audio_update = self.video_to_audio_conditioners[key](audio, video, audio_rope, video_rope, grid)
-        return video + video_update, audio + audio_update
+        if torch.is_grad_enabled() or (video_update.dtype, audio_update.dtype) != (video.dtype, audio.dtype):
+            return video + video_update, audio + audio_update
+        # the updates are fresh buffers: the sums written into them (a + b = b + a bit for bit)
+        return video_update.add_(video), audio_update.add_(audio)
 
 
 def load_bridge(

@@ -81,7 +81,9 @@ class DiTBlock(nn.Module):
         # x + gate·update as one addcmul: one buffer instead of two (a fused multiply-add: last-bit differences)
         x = torch.addcmul(x, gate_msa, self.self_attn(fused_modulate(self.norm1(x), shift_msa, scale_msa), rope))
         k, v = self.text_kv(context) if isinstance(context, torch.Tensor) else context
-        x = x + self.cross_attn.attend(self.cross_attn.project_q(self.norm3(x)), k, v)
+        update = self.cross_attn.attend(self.cross_attn.project_q(self.norm3(x)), k, v)
+        # x is this block's own buffer here: without autograd (which keeps norm3's input) add in place
+        x = x + update if torch.is_grad_enabled() or update.dtype != x.dtype else x.add_(update)
         return torch.addcmul(x, gate_mlp, self.ffn(fused_modulate(self.norm2(x), shift_mlp, scale_mlp)))
 
     def text_kv(self, context: torch.Tensor) -> TextKV:
