@@ -17,55 +17,16 @@ import argparse
 import json
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from memory import AnonPeak, gib, status_kib  # noqa: E402  (benchmarks/, beside this script)
 from tests.integration.comfy_server import ComfyServer  # noqa: E402  (standard library only)
 
 MODEL_NAME = "bench-mova"
-
-
-def proc_kib(pid: int, field: str, file: str = "status") -> int:
-    """A field of ``/proc/<pid>/<file>`` in KiB (``status``: VmHWM, RssAnon...; ``smaps_rollup``: Anonymous); 0 if absent."""
-    try:
-        for line in Path(f"/proc/{pid}/{file}").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-class Sampler:
-    """Samples ``VmHWM`` and ``RssAnon`` of ``pid`` every ``interval`` seconds in a thread."""
-
-    def __init__(self, pid: int, interval: float = 0.5):
-        self.pid, self.interval = pid, interval
-        self.hwm = self.anon = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def sample(self) -> None:
-        self.hwm = max(self.hwm, proc_kib(self.pid, "VmHWM"))
-        self.anon = max(self.anon, proc_kib(self.pid, "RssAnon"))
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.sample()
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> "Sampler":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.sample()
 
 
 def workflow(args: argparse.Namespace) -> dict:
@@ -105,10 +66,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def gib(kib: int) -> float:
-    return kib / 2**20
-
-
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="mova-bench-comfy-") as tmp:
@@ -118,15 +75,16 @@ def main(argv: list[str] | None = None) -> dict:
         started = time.perf_counter()
         server.start(args.start_timeout)
         pid = server.process.pid
-        idle = {"rss": proc_kib(pid, "VmRSS"), "anon": proc_kib(pid, "RssAnon")}
+        idle = {"rss": status_kib("VmRSS", pid), "anon": status_kib("RssAnon", pid)}
         print(f"ComfyUI --cpu up in {time.perf_counter() - started:.1f} s (pid {pid}): RSS {gib(idle['rss']):.2f} GiB, "
               f"anonymous {gib(idle['anon']):.2f} GiB", flush=True)
         try:
-            with Sampler(pid, args.interval) as peak:
+            with AnonPeak(args.interval, pid) as anon_peak:
                 started = time.perf_counter()
                 entry = server.run_workflow(workflow(args), args.run_timeout)
                 seconds = time.perf_counter() - started
-            anon_end = proc_kib(pid, "Anonymous", "smaps_rollup")
+            peak_rss = status_kib("VmHWM", pid)  # the kernel's own peak: exact, no sampling needed
+            anon_end = status_kib("Anonymous", pid, "smaps_rollup")
             log = server.log_text()
         finally:
             server.stop()
@@ -135,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
                 f"bridge_cfg {args.bridge_cfg}, {args.weight_dtype}",
         "run_seconds": round(seconds, 1),
         "idle_rss_gib": round(gib(idle["rss"]), 2), "idle_anon_gib": round(gib(idle["anon"]), 2),
-        "peak_rss_gib": round(gib(peak.hwm), 2), "peak_anon_gib": round(gib(peak.anon), 2),
+        "peak_rss_gib": round(gib(peak_rss), 2), "peak_anon_gib": round(gib(anon_peak.kib), 2),
         "anon_at_end_gib": round(gib(anon_end), 2),
         "status": entry["status"].get("status_str"),
     }

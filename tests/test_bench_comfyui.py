@@ -1,4 +1,4 @@
-"""benchmarks/bench_comfyui.py without ComfyUI: its defaults ask for one model pass, and the sampler reads /proc."""
+"""benchmarks/bench_comfyui.py without ComfyUI: its defaults ask for one model pass, and its memory sampler reads /proc."""
 
 from __future__ import annotations
 
@@ -25,8 +25,10 @@ def test_defaults_are_one_pass_of_the_stored_fp8():
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux /proc")
-def test_sampler_reads_the_peaks_of_a_process():
-    with bench_comfyui.Sampler(os.getpid(), interval=0.01) as peak:
+def test_the_memory_sampler_reads_another_process():
+    from memory import AnonPeak, status_kib
+
+    with AnonPeak(interval=0.01, pid=os.getpid()) as peak:
         pass
-    assert peak.hwm > 0 and peak.anon > 0
-    assert bench_comfyui.proc_kib(os.getpid(), "NoSuchField") == 0
+    assert peak.kib > 0 and status_kib("VmHWM", os.getpid()) > 0
+    assert status_kib("NoSuchField", os.getpid()) == 0 and status_kib("VmHWM", 2**31) == 0
