@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -48,6 +49,9 @@ OFFICIAL_NEGATIVE_PROMPT = (
     "JPEG压缩残留，丑陋的，残缺的，多余的手指"
 )
 
+
+PROMPT_CACHE_SIZE = 4
+"""How many prompts' embeddings a pipeline keeps (see :meth:`MovaPipeline.encode_prompt`)."""
 
 DEFAULT_NEGATIVE_PROMPT = OFFICIAL_NEGATIVE_PROMPT
 """The negative prompt every front end uses when none is given (the official script's)."""
@@ -195,6 +199,7 @@ class MovaPipeline:
         self.video_vae = video_vae
         self.audio_vae = audio_vae
         self.text_encoder = text_encoder
+        self._prompt_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.scheduler = scheduler
         self.model_index = model_index
         self.device = torch.device(device)
@@ -395,11 +400,19 @@ class MovaPipeline:
     # -- whole runs -----------------------------------------------------------------------------
 
     def encode_prompt(self, prompt: str, *, residency: Residency | None = None) -> torch.Tensor:
+        """umT5 embeddings ``[1, 512, text_dim]`` of ``prompt``. The last :data:`PROMPT_CACHE_SIZE` prompts are kept
+        (a few MiB each), so the windows of a long clip and re-rolled seeds encode (and place umT5) only once."""
+        if prompt in self._prompt_cache:
+            self._prompt_cache.move_to_end(prompt)
+            return self._prompt_cache[prompt]
         if self.text_encoder is None:
             raise ValueError("this pipeline has no text encoder (text_encoder=None, e.g. a file packed with "
                              "--no-text-encoder); load a checkpoint that includes umT5 to encode prompts.")
         (residency or self.residency).text_encoder()
-        return self.text_encoder.encode([prompt])
+        self._prompt_cache[prompt] = self.text_encoder.encode([prompt])
+        while len(self._prompt_cache) > PROMPT_CACHE_SIZE:
+            self._prompt_cache.popitem(last=False)
+        return self._prompt_cache[prompt]
 
     def generate(self, prompt: str | torch.Tensor, negative_prompt: str | torch.Tensor = DEFAULT_NEGATIVE_PROMPT,
                  image: ImageInput | None = None,

@@ -14,7 +14,7 @@ import torch
 
 from conftest import IN_REPO_PARITY_DIR, REPO_ROOT
 from mova_core.long_clip import Window, crossfade_weights, plan_windows
-from mova_core.pipeline import MovaPipeline
+from mova_core.pipeline import DEFAULT_NEGATIVE_PROMPT, MovaPipeline
 
 CHECKPOINTS = sorted(p / "checkpoint" for p in IN_REPO_PARITY_DIR.iterdir() if (p / "checkpoint").is_dir())
 
@@ -141,7 +141,7 @@ def test_audio_drives_a_long_clip_and_comes_back_as_given(pipe):
 
 PEAK_SCRIPT = """
 import json, sys, torch
-from mova_core.pipeline import MovaPipeline
+from mova_core.pipeline import DEFAULT_NEGATIVE_PROMPT, MovaPipeline
 pipe = MovaPipeline.from_pretrained(sys.argv[1], dtype=torch.float32)
 generate, peaks = pipe.generate, []
 def measured(*args, **kwargs):
@@ -183,3 +183,14 @@ def test_image_opens_the_first_window_and_last_image_closes_the_last(pipe, monke
                        **size)
     assert [("image" in kwargs, "last_image" in kwargs, "lead_frames" in kwargs) for kwargs, _ in record.calls] == [
         (True, False, False), (False, False, True), (False, False, True), (False, True, True)]
+
+
+def test_the_windows_encode_each_prompt_once(pipe, monkeypatch):
+    calls = []
+    encode = pipe.text_encoder.encode
+    monkeypatch.setattr(pipe.text_encoder, "encode", lambda prompts: calls.append(prompts) or encode(prompts))
+    pipe._prompt_cache.clear()
+    pipe.generate_long("rain", 21, window_frames=9, overlap_frames=5, fps=16.0, seed=1,
+                       **{**_size(pipe), "text_cfg": 2.0})
+    assert sorted(map(tuple, calls)) == sorted([("rain",), (DEFAULT_NEGATIVE_PROMPT,)]), \
+        "the prompt and the negative prompt once each, not once per window"
