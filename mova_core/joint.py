@@ -59,7 +59,10 @@ class JointConstants:
     expert changes), one RoPE table per grid and the last step's time embeddings.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, prompts: bool = True) -> None:
+        """``prompts=False``: project the prompt at every call instead of keeping it (for callers whose prompt
+        tensors are new at every call, such as ComfyUI's samplers, where a kept entry would never be hit)."""
+        self._prompts = prompts
         self._text: dict[tuple[int, ...], tuple[tuple[torch.Tensor, ...], list[TextKV]]] = {}
         self._video_tower: int | None = None
         self._time: dict[int, tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]] = {}
@@ -75,6 +78,8 @@ class JointConstants:
 
     def text_kv(self, tower: DiTTower, contexts: tuple[torch.Tensor, ...]) -> list[TextKV]:
         """Per block, the keys/values of the prompts ``contexts`` (concatenated along the batch)."""
+        if not self._prompts:
+            return _text_kv(tower, _stack(contexts))
         key = (id(tower), *map(id, contexts))
         entry = self._text.get(key)
         if entry is None or any(a is not b for a, b in zip(entry[0], contexts)):
@@ -186,3 +191,27 @@ def joint_forward(
     video_out = video_dit.project_out(video, video_t_emb, grid)
     audio_out = audio_dit.project_out(audio, audio_t_emb, audio_grid)
     return video_out.float(), audio_out.float()
+
+
+def conditioned_forward(
+    video_dit: DiTTower,
+    audio_dit: DiTTower,
+    bridge: DualTowerBridge | None,
+    video_latents: torch.Tensor,
+    audio_latents: torch.Tensor,
+    condition: torch.Tensor,
+    context: torch.Tensor | Sequence[torch.Tensor],
+    video_timestep: torch.Tensor | float,
+    audio_timestep: torch.Tensor | float | None,
+    video_fps: float,
+    *,
+    bridge_enabled: bool = True,
+    constants: JointConstants | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`joint_forward` on the noisy video latents ``[B, z, T, h, w]`` concatenated with the I2V condition
+    ``[B, t + z, T, h, w]`` (:func:`mova_core.conditioning.image_condition`), in the video expert's compute dtype:
+    the one model evaluation of both MOVA Sampler and ComfyUI's native samplers."""
+    dtype = video_dit.compute_dtype
+    video_input = torch.cat([video_latents, condition.to(video_latents.device)], dim=1).to(dtype)
+    return joint_forward(video_dit, audio_dit, bridge, video_input, audio_latents.to(dtype), context, video_timestep,
+                         audio_timestep, video_fps, bridge_enabled=bridge_enabled, constants=constants)

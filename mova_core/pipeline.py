@@ -29,7 +29,7 @@ from .compile import compile_blocks
 from .conditioning import ImageInput, image_condition, prepare_reference_image
 from .config import ModelIndex
 from .dit import DiTTower, load_dit
-from .joint import JointConstants, joint_forward
+from .joint import JointConstants, conditioned_forward
 from .long_clip import generate_long
 from .lora import AppliedLoras, LoraFile, LoraStack, LoraStrengths, load_lora
 from .media import LoudnessTarget, write_mp4
@@ -163,11 +163,9 @@ def velocity_model(experts: Mapping[str, DiTTower], audio_dit: DiTTower, bridge_
 
     def velocity(expert: str, video_latents: torch.Tensor, audio_latents: torch.Tensor, context: Any,
                  video_timestep: torch.Tensor, audio_timestep: torch.Tensor, *, bridge: bool):
-        dit = experts[expert]
-        dtype = dit.compute_dtype
-        video_input = torch.cat([video_latents, condition.to(video_latents.device)], dim=1).to(dtype)
-        return joint_forward(dit, audio_dit, bridge_module, video_input, audio_latents.to(dtype), context,
-                             video_timestep, audio_timestep, fps, bridge_enabled=bridge, constants=constants)
+        return conditioned_forward(experts[expert], audio_dit, bridge_module, video_latents, audio_latents, condition,
+                                   context, video_timestep, audio_timestep, fps, bridge_enabled=bridge,
+                                   constants=constants)
 
     return velocity
 
@@ -352,9 +350,7 @@ class MovaPipeline:
                              "negative prompt embedding.")
         residency = residency or self.residency
         s = run.settings
-        residency.video_vae(s.height, s.width)
-        condition = image_condition(self.video_vae, run.image, s.num_frames, last_image=run.last_image,
-                                    lead_frames=run.lead_frames)
+        condition = self.condition(run, residency=residency)
         device = residency.device
         model = StepCache(_resident(velocity_model(self.experts, self.audio_dit, self.bridge, condition.to(device),
                                                    s.fps), residency, run.video_shape, run.audio_shape),
@@ -372,6 +368,13 @@ class MovaPipeline:
             callback=callback, check_cancelled=check_cancelled, batch_guidance=batch_guidance,
         )
         return self.video_vae.denormalize(video), audio
+
+    def condition(self, run: PreparedRun, *, residency: Residency | None = None) -> torch.Tensor:
+        """The run's I2V condition float32 ``[1, t + z, T, h, w]`` (first frame, last frame, known lead frames;
+        :func:`~mova_core.conditioning.image_condition`), encoded with the video VAE."""
+        (residency or self.residency).video_vae(run.settings.height, run.settings.width)
+        return image_condition(self.video_vae, run.image, run.settings.num_frames, last_image=run.last_image,
+                               lead_frames=run.lead_frames)
 
     def decode_video(self, latents: torch.Tensor, *, tile_size: int | None = None, tile_overlap: int | None = None,
                      residency: Residency | None = None, output_device: torch.device | str = "cpu") -> torch.Tensor:

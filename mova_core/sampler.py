@@ -28,6 +28,12 @@ AUDIO_TOWER_MODULES = ("audio_dit", "dual_tower_bridge")
 """The components that run at every model pass beside the active video expert."""
 
 
+def expert_at(video_timestep: float, boundary_timestep: float) -> str:
+    """The video expert for a video timestep: ``video_dit`` at or above the boundary, ``video_dit_2`` below it. Along
+    a decreasing schedule this is the official rule (switch at the first timestep below the boundary, never back)."""
+    return LOW_NOISE_EXPERT if video_timestep < boundary_timestep else HIGH_NOISE_EXPERT
+
+
 class VelocityModel(Protocol):
     """The joint networks as the sampler sees them: float32 latents in, float32 velocities out.
 
@@ -90,8 +96,13 @@ class Guidance:
         text_term = self.text_cfg * (positive - negative)
         if Pass.NEGATIVE_BRIDGE_OFF not in predictions:
             return negative + text_term
-        unbridged = predictions[Pass.NEGATIVE_BRIDGE_OFF]
-        return unbridged + self.bridge_cfg * (negative - unbridged) + text_term
+        return negative + text_term + self.bridge_term(negative, predictions[Pass.NEGATIVE_BRIDGE_OFF])
+
+    def bridge_term(self, negative: torch.Tensor, unbridged: torch.Tensor) -> torch.Tensor:
+        """What bridge CFG adds to text CFG's ``negative + text_cfg * (positive - negative)``:
+        ``(bridge_cfg - 1) * (negative - unbridged)``, the formula above rearranged (velocities or clean estimates
+        alike, both being linear in the prediction)."""
+        return (self.bridge_cfg - 1.0) * (negative - unbridged)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,7 +250,7 @@ def sample(
     expert = HIGH_NOISE_EXPERT
     for index in range(schedule.steps):
         video_t, audio_t = (clean if start.frozen else t for start, t in zip((video, audio), schedule.timesteps[index]))
-        if video_t.item() < boundary_timestep:
+        if expert_at(video_t.item(), boundary_timestep) == LOW_NOISE_EXPERT:
             expert = LOW_NOISE_EXPERT
         video_v, audio_v = _predict(
             model, expert, guidance, video_state, audio_state, contexts,

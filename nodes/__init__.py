@@ -22,6 +22,7 @@ def node_list() -> list[type]:
     from .encode_node import MOVAEncode
     from .loader_nodes import MOVALoraLoader, MOVAModelLoader
     from .long_node import MOVALongVideo
+    from .native_nodes import NATIVE_NODES
     from .output_nodes import MOVAAVMux, MOVADecode
     from .sampler_node import MOVASampler
     from .text_nodes import MOVAPromptRewriter, MOVATextEncode
@@ -29,4 +30,4 @@ def node_list() -> list[type]:
     register_model_folder()
     register_comfy_attention()
     return [MOVAModelLoader, MOVALoraLoader, MOVATextEncode, MOVAPromptRewriter, MOVASampler, MOVALongVideo, MOVADecode,
-            MOVAEncode, MOVAAVMux]
+            MOVAEncode, MOVAAVMux, *NATIVE_NODES]

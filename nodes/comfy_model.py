@@ -9,8 +9,9 @@ touch the base model's patches, and the weights themselves are shared.
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -18,6 +19,7 @@ import comfy.latent_formats
 import comfy.model_management as mm
 import comfy.model_patcher
 import comfy.ops
+import comfy.patcher_extension
 
 from ..mova_core.attention import register_backend
 from ..mova_core.audio_vae import load_audio_vae
@@ -31,6 +33,7 @@ from ..mova_core.scheduler import FlowMatchPairScheduler
 from ..mova_core.text_encoder import TextEncoder
 from ..mova_core.video_vae import load_video_vae
 from .lora_patches import AUDIO_PATCHER
+from .native_model import BOUNDARY_OPTION, MovaBaseModel, MovaModelConfig, MovaNetworks
 
 STORAGE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp8_e4m3fn": torch.float8_e4m3fn, "fp32": torch.float32}
 COMFY_ATTENTION = "comfy"
@@ -93,7 +96,8 @@ def _patcher(module: torch.nn.Module, load_device: torch.device, offload_device:
 
 
 class _SharedParts:
-    """Parts every clone of a MovaModel shares: the VAEs' patchers and the lazily loaded umT5."""
+    """Parts every clone of a MovaModel shares: the VAEs' patchers, the lazily loaded umT5 and the native MODEL's
+    base patcher (built on first use over the same networks)."""
 
     def __init__(self, checkpoint: MovaCheckpoint, pipeline: MovaPipeline, storage: torch.dtype, compute: torch.dtype):
         self.checkpoint = checkpoint
@@ -103,6 +107,7 @@ class _SharedParts:
         self.audio_vae = _patcher(pipeline.audio_vae, mm.vae_device(), mm.vae_offload_device())
         self.text_encoder: comfy.model_patcher.ModelPatcher | None = None
         self.prompt_embeddings: dict[str, torch.Tensor] = {}
+        self.native: comfy.model_patcher.ModelPatcher | None = None
 
 
 class MovaModel:
@@ -137,7 +142,31 @@ class MovaModel:
 
     def load_expert(self, expert: str, memory_required: int) -> None:
         """Bring ``expert`` and the audio tower onto the device (ComfyUI offloads or streams the rest)."""
+        if self._shared.native is not None:
+            unload_loaded({self._shared.native.model})
         mm.load_models_gpu([self.patchers[expert], self.patchers[AUDIO_PATCHER]], memory_required=memory_required)
+
+    def native_model(self, boundary_ratio: float | None = None) -> comfy.model_patcher.ModelPatcher:
+        """The same networks as a native MODEL (:mod:`.native_model`) carrying this model's LoRA patches;
+        ``boundary_ratio`` (None = the checkpoint's) places the expert switch. MOVA_MODEL's patchers and the
+        MODEL share the weights, so each unloads the other before it loads (a LoRA is never applied twice)."""
+        shared = self._shared
+        if shared.native is None:
+            shared.native = _native_patcher(self)
+            own_models = {patcher.model for patcher in self.patchers.values()}
+            shared.native.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, "mova_views",
+                                               _unloading(own_models))
+        patcher = shared.native.clone()
+        for name, component in self.patchers.items():
+            prefix = "diffusion_model." if name == AUDIO_PATCHER else f"diffusion_model.{name}."
+            for key, patches in component.patches.items():
+                patcher.patches[prefix + key.removeprefix("diffusion_model.")] = patches[:]
+        if any(component.patches for component in self.patchers.values()):
+            patcher.patches_uuid = uuid.uuid4()
+        if boundary_ratio is not None:
+            options = patcher.model_options.setdefault("transformer_options", {})
+            options[BOUNDARY_OPTION] = self.pipeline.scheduler.boundary_timestep(boundary_ratio)
+        return patcher
 
     def load_video_vae(self, memory_required: int = 0) -> None:
         mm.load_models_gpu([self._shared.video_vae], memory_required=memory_required)
@@ -178,6 +207,38 @@ class MovaModel:
         if prompt not in cache:
             cache[prompt] = self.text_encoder().encode(prompt).float().cpu()
         return cache[prompt]
+
+
+def unload_loaded(models: set[torch.nn.Module]) -> None:
+    """Unload every loaded ModelPatcher (clones included) whose model is one of ``models``."""
+    for index in reversed(range(len(mm.current_loaded_models))):
+        loaded = mm.current_loaded_models[index]
+        if loaded.model is not None and loaded.model.model in models:
+            mm.current_loaded_models.pop(index).model_unload()
+
+
+def _unloading(models: set[torch.nn.Module]) -> Callable[..., Any]:
+    """An OUTER_SAMPLE wrapper that unloads ``models``' patchers before the native MODEL loads."""
+
+    def wrapper(executor: Any, *args: Any, **kwargs: Any) -> Any:
+        unload_loaded(models)
+        return executor(*args, **kwargs)
+
+    return wrapper
+
+
+def _native_patcher(model: MovaModel) -> comfy.model_patcher.ModelPatcher:
+    pipeline, patcher = model.pipeline, model.patchers[HIGH_NOISE_EXPERT]
+    storage, compute = model._shared.storage, model.compute_dtype
+    networks = MovaNetworks(pipeline.experts[HIGH_NOISE_EXPERT], pipeline.experts[LOW_NOISE_EXPERT],
+                            pipeline.audio_dit, pipeline.bridge,
+                            pipeline.scheduler.boundary_timestep(pipeline.model_index.boundary_ratio))
+    config = MovaModelConfig(pipeline.scheduler.config.shift, None if storage == compute else compute)
+    video_dim, z = pipeline.experts[HIGH_NOISE_EXPERT].config.dim, pipeline.video_vae.config.z_dim
+    base = MovaBaseModel(config, networks, pipeline.scheduler, video_dim / z * _bytes_per_width(model),
+                         device=patcher.offload_device)
+    patcher_class = getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)
+    return patcher_class(base, load_device=patcher.load_device, offload_device=patcher.offload_device)
 
 
 def load_mova_model(path: Path, weight_dtype: str, attention: str, *, compile: bool = False) -> MovaModel:
@@ -257,9 +318,13 @@ class ComfyResidency:
 def activation_memory(model: MovaModel, video_shape: tuple[int, ...], audio_shape: tuple[int, ...]) -> int:
     """Bytes to keep free for one joint model pass (ComfyUI's DiT heuristic: latent area x width)."""
     pipeline = model.pipeline
-    dtype_size = torch.finfo(model.compute_dtype).bits // 8
     video_dim = pipeline.experts[HIGH_NOISE_EXPERT].config.dim
     audio_dim = pipeline.audio_dit.config.dim
     video_area = video_shape[0] * int(torch.Size(video_shape[2:]).numel())
     audio_area = audio_shape[0] * int(torch.Size(audio_shape[2:]).numel())
-    return int((video_area * video_dim + audio_area * audio_dim) / 2222 * dtype_size * 0.01 * 1024 * 1024)
+    return int((video_area * video_dim + audio_area * audio_dim) * _bytes_per_width(model))
+
+
+def _bytes_per_width(model: MovaModel) -> float:
+    """Activation bytes per latent position and unit of model width."""
+    return torch.finfo(model.compute_dtype).bits // 8 * 0.01 * 1024 * 1024 / 2222

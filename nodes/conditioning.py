@@ -44,8 +44,13 @@ def embeddings_from_conditioning(conditioning: Any, text_dim: int, name: str) ->
         raise ValueError(f"{name}: embeddings are {tensor.shape[-1]} wide but this model reads {text_dim}-wide umT5 "
                          "embeddings. Use MOVA Text Encode, or CLIPLoader(type='wan') with the umT5-XXL matching "
                          "the model.")
-    rows = tensor[:, :MAX_SEQUENCE_LENGTH].float()
+    return prompt_rows(tensor).float()
+
+
+def prompt_rows(embeddings: torch.Tensor) -> torch.Tensor:
+    """Prompt embeddings ``[B, L, D]`` as the ``[B, 512, D]`` rows MOVA's DiTs read: cut at 512, zero-padded."""
+    rows = embeddings[:, :MAX_SEQUENCE_LENGTH]
     missing = MAX_SEQUENCE_LENGTH - rows.shape[1]
     if missing:
-        rows = torch.cat([rows, rows.new_zeros(1, missing, text_dim)], dim=1)
+        rows = torch.cat([rows, rows.new_zeros(rows.shape[0], missing, rows.shape[2])], dim=1)
     return rows

@@ -113,6 +113,13 @@ SPEED = {spec.name: spec for spec in (
 """MOVA Sampler's speed widgets (options of the sampling stage, not :class:`GenerationSettings`)."""
 
 
+NATIVE = {spec.name: spec for spec in (
+    NumberSpec("denoise", 1.0, 0.01, 1.0, 0.01,
+               "1 = the whole schedule, from noise; below 1 = its last part, to re-generate a latent."),
+)}
+"""MOVA Schedule's own widget (the rest are MOVA Sampler's)."""
+
+
 def sampler_settings(widgets: Mapping[str, float]) -> GenerationSettings:
     """MOVA Sampler's widget values as the core's :class:`GenerationSettings` (checkpoint-value widgets -> None)."""
     values = {name: None if CHECKPOINT_VALUE.get(name) == value and not isinstance(value, bool) else value

@@ -89,12 +89,12 @@ def test_batched_guidance_generates_the_same_latents_with_fewer_calls(pipe, brid
     import mova_core.pipeline as pipeline_module
 
     calls: list[int] = []
-    original = pipeline_module.joint_forward
+    original = pipeline_module.conditioned_forward
 
     def counted(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
-    monkeypatch.setattr(pipeline_module, "joint_forward", counted)
+    monkeypatch.setattr(pipeline_module, "conditioned_forward", counted)
     settings = dict(height=32, width=48, num_frames=5, fps=24.0, steps=3, text_cfg=4.0, bridge_cfg=bridge_cfg, seed=5)
     plain = pipe.generate("a bell rings", **settings)
     plain_calls, calls[:] = len(calls), []

@@ -28,7 +28,8 @@ from workflow_check import DYNAMIC_FOLDERS, check_workflow, to_api_prompt, widge
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 PACK_NODES = {"MOVAModelLoader", "MOVALoraLoader", "MOVATextEncode", "MOVAPromptRewriter", "MOVASampler", "MOVALongVideo",
-              "MOVADecode", "MOVAEncode", "MOVAAVMux"}
+              "MOVADecode", "MOVAEncode", "MOVAAVMux", "MOVANativeModel", "MOVAAVLatent", "MOVASplitAVLatent",
+              "MOVASchedule", "MOVANoise", "MOVABridgeGuidance"}
 SHIPPED = {"mova_i2va_basic", "mova_t2va", "mova_i2va_prompt_rewriter", "mova_lora_stack", "mova_i2va_low_vram",
            "mova_i2va_first_last", "mova_i2va_voice", "mova_long_24s"}
 WITH_SAMPLER = SHIPPED - {"mova_long_24s"}

@@ -1,0 +1,123 @@
+"""What the native-path nodes do: build and split the AV latent, MOVA's schedule and noise, bridge CFG as a patch.
+
+Every decision is the core's (:class:`~mova_core.pipeline.MovaPipeline` stages, the scheduler, the seeded
+noise, :class:`~mova_core.sampler.Guidance`); this module moves it into ComfyUI's values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+import comfy.model_management as mm
+import comfy.model_patcher
+import comfy.samplers
+import node_helpers
+
+from ..mova_core.pipeline import seeded_noise
+from ..mova_core.sampler import Guidance
+from ..mova_core.settings import GenerationSettings
+from .av_latent import AVLayout, av_latent, clip_settings, layout_of
+from .comfy_model import MovaModel
+from .latents import GIVEN_WAVEFORM, audio_latent, video_latent
+from .native_model import BRIDGE_OPTION, CONDITION_KEY, FPS_KEY, MovaBaseModel
+from .widgets import NODE_NAMES
+
+
+def build_av_latent(model: MovaModel, positive: Any, negative: Any, *, width: int, height: int, frames: int | None,
+                    fps: float, start_image: torch.Tensor | None = None, end_image: torch.Tensor | None = None,
+                    audio: dict[str, Any] | None = None) -> tuple[Any, Any, dict[str, Any]]:
+    """The conditioning with the I2V condition and fps added, and an AV LATENT of the clip (``frames`` None: as long
+    as ``audio``). Connected ``audio`` is kept: its part of the noise mask is 0, so the model sees it clean."""
+    pipe = model.pipeline
+    settings = GenerationSettings(height=height, width=width, num_frames=frames, fps=fps)
+    driving = pipe.drive(settings, audio=audio, audio_mode="freeze", names=NODE_NAMES, residency=model.residency)
+    run = pipe.prepare(driving.settings, image=start_image, last_image=end_image, names=NODE_NAMES)
+    condition = pipe.condition(run, residency=model.residency).to(mm.intermediate_device())
+    layout = AVLayout(run.video_shape[1:], run.audio_shape[1:])  # type: ignore[arg-type]
+    given = driving.audio_init
+    sound = torch.zeros(run.audio_shape) if given is None else given.float().cpu()
+    packed = layout.pack(torch.zeros(run.video_shape), sound).to(mm.intermediate_device())
+    s = run.settings
+    clip = {"fps": s.fps, "frames": s.num_frames, "height": s.height, "width": s.width,
+            "sample_rate": pipe.audio_vae.sample_rate, "num_samples": run.num_samples}
+    if given is not None:
+        clip[GIVEN_WAVEFORM] = driving.kept("audio")
+    values = {CONDITION_KEY: condition, FPS_KEY: s.fps}
+    return (node_helpers.conditioning_set_values(positive, values), node_helpers.conditioning_set_values(negative, values),
+            av_latent(packed, layout, clip, None if given is None else layout.modality_values(1.0, 0.0)))
+
+
+def split_av_latent(model: MovaModel, latent: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An AV LATENT -> a raw Wan 2.1 video LATENT (native VAEDecode reads it) and an audio LATENT (MOVA Decode)."""
+    layout = layout_of(latent, "av_latent")
+    samples = latent["samples"]
+    if samples.shape[0] != 1:
+        raise ValueError(f"av_latent: holds a batch of {samples.shape[0]} videos; MOVA nodes take one video at a time.")
+    video, audio = layout.unpack(samples.float())
+    clip = clip_settings(latent)
+    output = mm.intermediate_device()
+    frames = dict(fps=clip["fps"], frames=clip["frames"])
+    return (video_latent(model.pipeline.video_vae.denormalize(video).to(output), height=clip["height"],
+                         width=clip["width"], **frames),
+            audio_latent(audio.to(output), sample_rate=clip["sample_rate"], num_samples=clip["num_samples"],
+                         waveform=clip.get(GIVEN_WAVEFORM), **frames))
+
+
+def mova_base_model(model: comfy.model_patcher.ModelPatcher, name: str = "model") -> MovaBaseModel:
+    """The MOVA model inside a MODEL input (ValueError naming ``name`` otherwise)."""
+    base = getattr(model, "model", None)
+    if not isinstance(base, MovaBaseModel):
+        raise ValueError(f"{name}: expected MOVA's MODEL (from MOVA Native Model), got "
+                         f"{type(base).__name__ if base is not None else type(model).__name__}.")
+    return base
+
+
+def mova_sigmas(model: comfy.model_patcher.ModelPatcher, steps: int, denoise: float) -> torch.Tensor:
+    """The official schedule as SIGMAS, then the final sigma; the shift is the MODEL's (the checkpoint's, or what a
+    ModelSamplingSD3 node set). The model sees the official timesteps (``sigma * 1000``). The official sampler steps
+    between the training-grid sigmas nearest to them: the same sigmas when the schedule lies on the grid (the
+    released ``extra_one_step`` scheduler with steps dividing 1000: 50, 25, 20...), slightly different steps
+    otherwise (README, "Native sampling")."""
+    scheduler = mova_base_model(model).mova_scheduler
+    shift = float(model.get_model_object("model_sampling").shift)
+    schedule = scheduler.schedule(steps, denoising_strength=denoise,
+                                  video_shift=None if shift == scheduler.config.shift else shift)
+    return torch.cat([schedule.sigmas[:, 0], torch.tensor([scheduler.final_sigma])]).float()
+
+
+class MovaNoise:
+    """NOISE for SamplerCustomAdvanced: the video and audio noise MOVA Sampler draws for ``seed``, packed."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def generate_noise(self, input_latent: dict[str, Any]) -> torch.Tensor:
+        layout = layout_of(input_latent, "latent_image")
+        if input_latent["samples"].shape[0] != 1:
+            raise ValueError("latent_image: MOVA Noise draws one video's noise; use a latent of batch 1.")
+        video, audio = seeded_noise(self.seed, (1, *layout.video_shape), (1, *layout.audio_shape))
+        return layout.pack(video, audio)
+
+
+def with_bridge_guidance(model: comfy.model_patcher.ModelPatcher, bridge_cfg: float) -> comfy.model_patcher.ModelPatcher:
+    """``model`` with bridge CFG after the sampler's CFG: one extra negative pass with the Bridge off per step
+    (:meth:`~mova_core.sampler.Guidance.bridge_term`); ``bridge_cfg`` 1 returns ``model`` itself (no cost)."""
+    mova_base_model(model)
+    if bridge_cfg == 1.0:
+        return model
+    guidance = Guidance(bridge_cfg=bridge_cfg)
+
+    def bridge_cfg_function(args: dict[str, Any]) -> torch.Tensor:
+        if args["uncond"] is None:
+            raise ValueError("MOVA Bridge Guidance needs the negative conditioning: connect a negative prompt.")
+        options = dict(args["model_options"])
+        options["transformer_options"] = {**options.get("transformer_options", {}), BRIDGE_OPTION: False}
+        (unbridged,) = comfy.samplers.calc_cond_batch(args["model"], [args["uncond"]], args["input"], args["sigma"],
+                                                      options)
+        return args["denoised"] + guidance.bridge_term(args["uncond_denoised"], unbridged)
+
+    patched = model.clone()
+    patched.set_model_sampler_post_cfg_function(bridge_cfg_function, disable_cfg1_optimization=True)
+    return patched
