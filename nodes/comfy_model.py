@@ -33,7 +33,8 @@ from ..mova_core.scheduler import FlowMatchPairScheduler
 from ..mova_core.text_encoder import TextEncoder
 from ..mova_core.video_vae import load_video_vae
 from .lora_patches import AUDIO_PATCHER
-from .native_model import BOUNDARY_OPTION, MovaBaseModel, MovaModelConfig, MovaNetworks
+from .av_denoiser import BOUNDARY_OPTION, MovaNetworks
+from .native_model import MovaBaseModel, MovaModelConfig
 
 STORAGE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp8_e4m3fn": torch.float8_e4m3fn, "fp32": torch.float32}
 COMFY_ATTENTION = "comfy"

@@ -21,7 +21,8 @@ from ..mova_core.settings import GenerationSettings
 from .av_latent import AVLayout, av_latent, clip_settings, layout_of
 from .comfy_model import MovaModel
 from .latents import GIVEN_WAVEFORM, audio_latent, video_latent
-from .native_model import BRIDGE_OPTION, CONDITION_KEY, FPS_KEY, MovaBaseModel
+from .av_denoiser import BRIDGE_OPTION, CONDITION_KEY, FPS_KEY
+from .native_model import MovaBaseModel
 from .widgets import NODE_NAMES
 
 

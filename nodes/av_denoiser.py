@@ -1,0 +1,86 @@
+"""MOVA's denoiser on the packed AV latent, as ComfyUI's native samplers call it (no ComfyUI import).
+
+:class:`MovaNetworks` holds both video experts, the audio DiT and the Bridge and evaluates the same
+:func:`~mova_core.joint.conditioned_forward` as MOVA Sampler. Per call: the expert comes from the video
+timestep (:func:`~mova_core.sampler.expert_at`); the I2V condition and the fps come with the conditioning
+(MOVA AV Latent puts them there); a modality whose noise mask is all zero is kept: fed clean at timestep 0,
+as MOVA Sampler freezes given audio; ``transformer_options["mova_bridge"] = False`` runs the towers without
+the Bridge (the bridge-off pass of bridge CFG) and ``["mova_boundary"]`` moves the switch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..mova_core.bridge import DualTowerBridge
+from ..mova_core.dit import DiTTower
+from ..mova_core.joint import JointConstants, conditioned_forward
+from ..mova_core.sampler import HIGH_NOISE_EXPERT, LOW_NOISE_EXPERT, expert_at
+from .av_latent import AVLayout
+from .conditioning import prompt_rows
+
+BRIDGE_OPTION = "mova_bridge"
+"""``transformer_options`` key: False runs a model pass without the Bridge."""
+BOUNDARY_OPTION = "mova_boundary"
+"""``transformer_options`` key: the expert-switch timestep (0..1000) instead of the checkpoint's."""
+CONDITION_KEY = "mova_condition"
+FPS_KEY = "mova_fps"
+CONDITION_MISSING = ("MOVA's native MODEL needs the I2V condition and fps that MOVA AV Latent adds to the "
+                     "conditioning: route positive and negative through MOVA AV Latent and sample its latent.")
+
+
+class MovaNetworks(torch.nn.Module):
+    """Both video experts, the audio DiT and the Bridge, evaluated on a packed AV latent."""
+
+    def __init__(self, video_dit: DiTTower, video_dit_2: DiTTower, audio_dit: DiTTower, bridge: DualTowerBridge,
+                 boundary_timestep: float):
+        super().__init__()
+        self.video_dit = video_dit
+        self.video_dit_2 = video_dit_2
+        self.audio_dit = audio_dit
+        self.dual_tower_bridge = bridge
+        self.boundary_timestep = boundary_timestep
+        self._constants = JointConstants(prompts=False)
+        self._run: torch.Tensor | None = None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The storage dtype of the video experts' weights (ComfyUI's ``get_dtype``)."""
+        return self.video_dit.patch_embedding.weight.dtype
+
+    @property
+    def experts(self) -> dict[str, DiTTower]:
+        return {HIGH_NOISE_EXPERT: self.video_dit, LOW_NOISE_EXPERT: self.video_dit_2}
+
+    def layout(self, condition: torch.Tensor, packed_size: int) -> AVLayout:
+        return AVLayout.of(tuple(condition.shape), packed_size, self.video_dit.config.out_dim,
+                           self.audio_dit.config.in_dim)
+
+    def forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor | None = None,
+                transformer_options: dict[str, Any] | None = None, mova_condition: torch.Tensor | None = None,
+                mova_fps: float | None = None, mova_clean: torch.Tensor | None = None,
+                mova_kept: tuple[bool, bool] = (False, False), **_: Any) -> torch.Tensor:
+        """Packed velocities ``[B, 1, N]`` for the packed noisy latents ``x`` at ``timestep`` ``[B]`` (0..1000)."""
+        if mova_condition is None or mova_fps is None:
+            raise ValueError(CONDITION_MISSING)
+        options = transformer_options or {}
+        layout = self.layout(mova_condition, x.shape[-1])
+        video, audio = layout.unpack(x)
+        video_t = audio_t = timestep
+        if mova_kept[0] or mova_kept[1]:
+            clean_video, clean_audio = layout.unpack(mova_clean.to(x))
+            if mova_kept[0]:
+                video, video_t = clean_video, torch.zeros_like(timestep)
+            if mova_kept[1]:
+                audio, audio_t = clean_audio, torch.zeros_like(timestep)
+        run = options.get("sample_sigmas")
+        if run is not self._run:  # a new sampling run (weights or LoRAs may have changed): fresh memo
+            self._constants, self._run = JointConstants(prompts=False), run
+        expert = expert_at(float(video_t[0]), options.get(BOUNDARY_OPTION, self.boundary_timestep))
+        video_v, audio_v = conditioned_forward(
+            self.experts[expert], self.audio_dit, self.dual_tower_bridge, video, audio, mova_condition,
+            prompt_rows(context), video_t, audio_t, float(mova_fps), bridge_enabled=options.get(BRIDGE_OPTION, True),
+            constants=self._constants)
+        return layout.pack(video_v, audio_v)
