@@ -10,7 +10,7 @@ the Bridge (the bridge-off pass of bridge CFG) and ``["mova_boundary"]`` moves t
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
@@ -54,6 +54,10 @@ class MovaNetworks(torch.nn.Module):
     def experts(self) -> dict[str, DiTTower]:
         return {HIGH_NOISE_EXPERT: self.video_dit, LOW_NOISE_EXPERT: self.video_dit_2}
 
+    def expert(self, video_timestep: float, options: Mapping[str, Any] | None = None) -> str:
+        """The video expert for a video timestep (0..1000) at the checkpoint's boundary or ``options``' own."""
+        return expert_at(video_timestep, (options or {}).get(BOUNDARY_OPTION, self.boundary_timestep))
+
     def layout(self, condition: torch.Tensor, packed_size: int) -> AVLayout:
         return AVLayout.of(tuple(condition.shape), packed_size, self.video_dit.config.out_dim,
                            self.audio_dit.config.in_dim)
@@ -78,7 +82,7 @@ class MovaNetworks(torch.nn.Module):
         run = options.get("sample_sigmas")
         if run is not self._run:  # a new sampling run (weights or LoRAs may have changed): fresh memo
             self._constants, self._run = JointConstants(prompts=False), run
-        expert = expert_at(float(video_t[0]), options.get(BOUNDARY_OPTION, self.boundary_timestep))
+        expert = self.expert(float(video_t[0]), options)
         video_v, audio_v = conditioned_forward(
             self.experts[expert], self.audio_dit, self.dual_tower_bridge, video, audio, mova_condition,
             prompt_rows(context), video_t, audio_t, float(mova_fps), bridge_enabled=options.get(BRIDGE_OPTION, True),

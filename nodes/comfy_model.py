@@ -34,6 +34,7 @@ from ..mova_core.text_encoder import TextEncoder
 from ..mova_core.video_vae import load_video_vae
 from .lora_patches import AUDIO_PATCHER
 from .av_denoiser import BOUNDARY_OPTION, MovaNetworks
+from .expert_residency import experts_needed, resident_experts, skipped_prefixes
 from .native_model import MovaBaseModel, MovaModelConfig
 
 STORAGE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp8_e4m3fn": torch.float8_e4m3fn, "fp32": torch.float32}
@@ -154,9 +155,6 @@ class MovaModel:
         shared = self._shared
         if shared.native is None:
             shared.native = _native_patcher(self)
-            own_models = {patcher.model for patcher in self.patchers.values()}
-            shared.native.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, "mova_views",
-                                               _unloading(own_models))
         patcher = shared.native.clone()
         for name, component in self.patchers.items():
             prefix = "diffusion_model." if name == AUDIO_PATCHER else f"diffusion_model.{name}."
@@ -218,14 +216,65 @@ def unload_loaded(models: set[torch.nn.Module]) -> None:
             mm.current_loaded_models.pop(index).model_unload()
 
 
-def _unloading(models: set[torch.nn.Module]) -> Callable[..., Any]:
-    """An OUTER_SAMPLE wrapper that unloads ``models``' patchers before the native MODEL loads."""
+class NativePatcher(getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)):
+    """The native MODEL's patcher: lists for loading only the experts in :attr:`resident` (None = all), as
+    :mod:`.expert_residency` plans per sampling run, and loads the other expert when the run reaches it."""
 
-    def wrapper(executor: Any, *args: Any, **kwargs: Any) -> Any:
-        unload_loaded(models)
-        return executor(*args, **kwargs)
+    resident: frozenset[str] | None = None
+
+    def clone(self) -> "NativePatcher":
+        patcher = super().clone()
+        patcher.resident = self.resident
+        return patcher
+
+    def _load_list(self, *args: Any, **kwargs: Any) -> list:
+        skipped = skipped_prefixes(self.resident, self.model.diffusion_model.experts)
+        return [entry for entry in super()._load_list(*args, **kwargs) if not entry[1].startswith(skipped)]
+
+    def plan_residency(self, sigmas: torch.Tensor) -> None:
+        """Set :attr:`resident` for a run over ``sigmas`` (before it loads)."""
+        networks = self.model.diffusion_model
+        options = self.model_options.get("transformer_options", {})
+        model_sampling = self.get_model_object("model_sampling")
+        needed = experts_needed((float(model_sampling.timestep(sigma)) for sigma in sigmas[:-1]),
+                                lambda timestep: networks.expert(timestep, options))
+        sizes = {name: mm.module_size(expert) for name, expert in networks.experts.items()}
+        free = None if mm.is_device_cpu(self.load_device) else mm.get_free_memory(self.load_device) + self.loaded_size()
+        self.resident = resident_experts(needed, sizes, self.model_size() - sum(sizes.values()), free)
+
+    def load_expert(self, expert: str, input_shape: tuple[int, ...]) -> None:
+        """Unload, then load again with ``expert`` as the resident one (LoRA patches are re-applied to it)."""
+        unload_loaded({self.model})
+        self.resident = frozenset({expert})
+        mm.load_models_gpu([self], memory_required=self.model.memory_required(input_shape))
+
+
+def _views_and_residency(own_models: set[torch.nn.Module]) -> Callable[..., Any]:
+    """OUTER_SAMPLE wrapper: unload MOVA_MODEL's patchers of the same weights, plan the experts' residency."""
+
+    def wrapper(executor: Any, noise: torch.Tensor, latent_image: torch.Tensor, sampler: Any, sigmas: torch.Tensor,
+                *args: Any, **kwargs: Any) -> Any:
+        unload_loaded(own_models)
+        patcher = executor.class_obj.model_patcher
+        if isinstance(patcher, NativePatcher):
+            patcher.plan_residency(sigmas)
+        return executor(noise, latent_image, sampler, sigmas, *args, **kwargs)
 
     return wrapper
+
+
+def _expert_loading(executor: Any, x: torch.Tensor, t: torch.Tensor, c_concat: Any, c_crossattn: Any, control: Any,
+                    transformer_options: dict[str, Any], **conds: Any) -> torch.Tensor:
+    """APPLY_MODEL wrapper: load the expert this call needs when the run's residency left it out."""
+    base = executor.class_obj
+    patcher = base.current_patcher
+    if isinstance(patcher, NativePatcher) and patcher.resident is not None:
+        kept_video = conds.get("mova_kept", (False, False))[0]
+        timestep = 0.0 if kept_video else float(base.model_sampling.timestep(t[0]))
+        expert = base.diffusion_model.expert(timestep, transformer_options)
+        if expert not in patcher.resident:
+            patcher.load_expert(expert, tuple(x.shape))
+    return executor(x, t, c_concat, c_crossattn, control, transformer_options, **conds)
 
 
 def _native_patcher(model: MovaModel) -> comfy.model_patcher.ModelPatcher:
@@ -238,8 +287,12 @@ def _native_patcher(model: MovaModel) -> comfy.model_patcher.ModelPatcher:
     video_dim, z = pipeline.experts[HIGH_NOISE_EXPERT].config.dim, pipeline.video_vae.config.z_dim
     base = MovaBaseModel(config, networks, pipeline.scheduler, video_dim / z * _bytes_per_width(model),
                          device=patcher.offload_device)
-    patcher_class = getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)
-    return patcher_class(base, load_device=patcher.load_device, offload_device=patcher.offload_device)
+    native = NativePatcher(base, load_device=patcher.load_device, offload_device=patcher.offload_device)
+    wrappers = comfy.patcher_extension.WrappersMP
+    native.add_wrapper_with_key(wrappers.OUTER_SAMPLE, "mova", _views_and_residency(
+        {component.model for component in model.patchers.values()}))
+    native.add_wrapper_with_key(wrappers.APPLY_MODEL, "mova", _expert_loading)
+    return native
 
 
 def load_mova_model(path: Path, weight_dtype: str, attention: str, *, compile: bool = False) -> MovaModel:
