@@ -9,13 +9,17 @@ The numbers are those of the uncached path bit for bit: the same functions run o
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
 from .bridge import DualTowerBridge
 from .dit import DiTTower, TextKV
 from .rope import CosSin
+
+
+VideoBlockWrapper = Callable[[int, Callable[[torch.Tensor], torch.Tensor], torch.Tensor], torch.Tensor]
+"""``(layer, run_block, states) -> states``: what :func:`joint_forward` calls instead of video block ``layer``."""
 
 
 def _check_models(video_dit: DiTTower, audio_dit: DiTTower, bridge: DualTowerBridge | None, bridge_enabled: bool) -> None:
@@ -134,6 +138,7 @@ def joint_forward(
     *,
     bridge_enabled: bool = True,
     constants: JointConstants | None = None,
+    video_block_wrapper: VideoBlockWrapper | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Velocity predictions ``(video [B, out_dim, T, h, w], audio [B, Ca, La])`` in float32.
 
@@ -146,6 +151,8 @@ def joint_forward(
     interacts) runs first on the pre-bridge states, then video block l and audio block l; extra video
     blocks run after. ``bridge_enabled=False`` skips the bridge entirely (the "bridge off" pass of
     bridge CFG). ``constants``: a per-generation :class:`JointConstants` (same numbers, computed once).
+    ``video_block_wrapper(layer, run_block, states)``: runs video block ``layer`` in its place (``run_block(states)``
+    is the block itself), e.g. to skip or replace it (ComfyUI's block patches).
     """
     _check_models(video_dit, audio_dit, bridge, bridge_enabled)
     contexts = (context,) if isinstance(context, torch.Tensor) else tuple(context)
@@ -184,7 +191,11 @@ def joint_forward(
             video, audio = bridge(  # type: ignore[misc]
                 layer, video, audio, grid=grid, video_rope=video_cross_rope, audio_rope=audio_cross_rope
             )
-        video = video_block(video, video_text[layer], video_t_mod, video_rope)
+        if video_block_wrapper is None:
+            video = video_block(video, video_text[layer], video_t_mod, video_rope)
+        else:
+            video = video_block_wrapper(layer, lambda states, block=video_block, text=video_text[layer]: block(
+                states, text, video_t_mod, video_rope), video)
         if shared:
             audio = audio_dit.blocks[layer](audio, audio_text[layer], audio_t_mod, audio_rope)
 
@@ -207,6 +218,7 @@ def conditioned_forward(
     *,
     bridge_enabled: bool = True,
     constants: JointConstants | None = None,
+    video_block_wrapper: VideoBlockWrapper | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`joint_forward` on the noisy video latents ``[B, z, T, h, w]`` concatenated with the I2V condition
     ``[B, t + z, T, h, w]`` (:func:`mova_core.conditioning.image_condition`), in the video expert's compute dtype:
@@ -214,4 +226,5 @@ def conditioned_forward(
     dtype = video_dit.compute_dtype
     video_input = torch.cat([video_latents, condition.to(video_latents.device)], dim=1).to(dtype)
     return joint_forward(video_dit, audio_dit, bridge, video_input, audio_latents.to(dtype), context, video_timestep,
-                         audio_timestep, video_fps, bridge_enabled=bridge_enabled, constants=constants)
+                         audio_timestep, video_fps, bridge_enabled=bridge_enabled, constants=constants,
+                         video_block_wrapper=video_block_wrapper)

@@ -10,13 +10,13 @@ the Bridge (the bridge-off pass of bridge CFG) and ``["mova_boundary"]`` moves t
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
 from ..mova_core.bridge import DualTowerBridge
 from ..mova_core.dit import DiTTower
-from ..mova_core.joint import JointConstants, conditioned_forward
+from ..mova_core.joint import JointConstants, VideoBlockWrapper, conditioned_forward
 from ..mova_core.sampler import HIGH_NOISE_EXPERT, LOW_NOISE_EXPERT, expert_at
 from .av_latent import AVLayout
 from .conditioning import prompt_rows
@@ -86,5 +86,22 @@ class MovaNetworks(torch.nn.Module):
         video_v, audio_v = conditioned_forward(
             self.experts[expert], self.audio_dit, self.dual_tower_bridge, video, audio, mova_condition,
             prompt_rows(context), video_t, audio_t, float(mova_fps), bridge_enabled=options.get(BRIDGE_OPTION, True),
-            constants=self._constants)
+            constants=self._constants, video_block_wrapper=_block_patches(options))
         return layout.pack(video_v, audio_v)
+
+
+def _block_patches(options: Mapping[str, Any]) -> VideoBlockWrapper | None:
+    """ComfyUI's ``patches_replace["dit"][("double_block", i)]`` (e.g. SkipLayerGuidanceDiT) on video block i, called
+    as on Wan's blocks: ``patch({"img": states, "transformer_options": ...}, {"original_block": ...})["img"]``."""
+    replaced = options.get("patches_replace", {}).get("dit", {})
+    if not any(key[0] == "double_block" for key in replaced):
+        return None
+
+    def wrapper(layer: int, run_block: Callable[[torch.Tensor], torch.Tensor], states: torch.Tensor) -> torch.Tensor:
+        patch = replaced.get(("double_block", layer))
+        if patch is None:
+            return run_block(states)
+        original = lambda args: {"img": run_block(args["img"])}  # noqa: E731
+        return patch({"img": states, "transformer_options": options}, {"original_block": original})["img"]
+
+    return wrapper

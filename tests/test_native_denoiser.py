@@ -136,3 +136,22 @@ def test_without_the_av_latent_conditioning_it_says_what_to_connect(networks, in
     with pytest.raises(ValueError, match="route positive and negative through MOVA AV Latent"):
         networks(packed, torch.tensor([500.0]), inputs["context"])
     assert "MOVA AV Latent" in CONDITION_MISSING
+
+
+def test_block_patches_reach_the_video_blocks(pipe, networks, inputs):
+    """SkipLayerGuidanceDiT's patch (returns its input: the block is skipped) changes the result; a patch that runs
+    the original block changes nothing."""
+    calls = []
+
+    def skip(args, extra):
+        calls.append(args["img"].shape)
+        return args
+
+    def original(args, extra):
+        return extra["original_block"](args)
+
+    plain = _call(networks, inputs, 500.0)
+    options = lambda patch: {"patches_replace": {"dit": {("double_block", 1): patch}}}  # noqa: E731
+    assert torch.equal(_call(networks, inputs, 500.0, transformer_options=options(original)), plain)
+    skipped = _call(networks, inputs, 500.0, transformer_options=options(skip))
+    assert len(calls) == 1 and not torch.equal(skipped, plain)
