@@ -34,7 +34,8 @@ def build_av_latent(model: MovaModel, positive: Any, negative: Any, *, width: in
     pipe = model.pipeline
     settings = GenerationSettings(height=height, width=width, num_frames=frames, fps=fps)
     driving = pipe.drive(settings, audio=audio, audio_mode="freeze", names=NODE_NAMES, residency=model.residency)
-    run = pipe.prepare(driving.settings, image=start_image, last_image=end_image, names=NODE_NAMES)
+    run = pipe.prepare(driving.settings, image=start_image, last_image=end_image, names=NODE_NAMES,
+                       audio_init=driving.audio_init)
     condition = pipe.condition(run, residency=model.residency).to(mm.intermediate_device())
     layout = AVLayout(run.video_shape[1:], run.audio_shape[1:])  # type: ignore[arg-type]
     given = driving.audio_init
