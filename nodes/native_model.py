@@ -6,11 +6,13 @@ packed AV latent (:mod:`.av_latent`). Its ``diffusion_model`` (:class:`MovaNetwo
 experts, the audio DiT and the Bridge, and evaluates the same :func:`~mova_core.joint.conditioned_forward`
 as MOVA Sampler, so ComfyUI's ``apply_model``, wrappers, patches and LoRA machinery reach every network.
 
-The per-call behaviour (expert switch, kept modalities, bridge off) is :mod:`.av_denoiser`'s.
+The per-call behaviour (expert switch, kept modalities, bridge off) is :mod:`.av_denoiser`'s;
+:class:`NativeNetworks` runs it inside the MODEL's diffusion-model wrappers (EasyCache, ...).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -18,10 +20,13 @@ import torch
 import comfy.conds
 import comfy.latent_formats
 import comfy.model_base
+import comfy.patcher_extension
 import comfy.supported_models_base
 
 from ..mova_core.scheduler import FlowMatchPairScheduler
-from .av_denoiser import CONDITION_KEY, FPS_KEY, MovaNetworks
+from .av_denoiser import BRIDGE_OPTION, CONDITION_KEY, FPS_KEY, MovaNetworks
+
+log = logging.getLogger(__name__)
 
 
 class MovaAVFormat(comfy.latent_formats.LatentFormat):
@@ -43,6 +48,29 @@ class MovaModelConfig(comfy.supported_models_base.BASE):
         self.manual_cast_dtype = manual_cast_dtype
 
 
+class NativeNetworks(MovaNetworks):
+    """:class:`MovaNetworks` (sharing ``networks``' modules) whose forward runs inside the MODEL's ``DIFFUSION_MODEL``
+    wrappers, as core's diffusion models do: EasyCache and other diffusion-model wrappers reach MOVA."""
+
+    def __init__(self, networks: MovaNetworks):
+        super().__init__(networks.video_dit, networks.video_dit_2, networks.audio_dit, networks.dual_tower_bridge,
+                         networks.boundary_timestep)
+
+    def forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor | None = None,
+                transformer_options: dict[str, Any] | None = None, **conds: Any) -> torch.Tensor:
+        options = {} if transformer_options is None else transformer_options
+        wrappers = comfy.patcher_extension.get_all_wrappers(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, options)
+        executor = comfy.patcher_extension.WrapperExecutor.new_class_executor(self._evaluate, self, wrappers)
+        return executor.execute(x, timestep, context, options, **conds)  # options last, where wrappers look for them
+
+    def _evaluate(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor | None,
+                  transformer_options: dict[str, Any], **conds: Any) -> torch.Tensor:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("MOVA model pass: batch %d at timestep %.2f, bridge %s.", x.shape[0], float(timestep[0]),
+                      "on" if transformer_options.get(BRIDGE_OPTION, True) else "off")
+        return super().forward(x, timestep, context, transformer_options, **conds)
+
+
 class MovaBaseModel(comfy.model_base.BaseModel):
     """MOVA's denoiser under ComfyUI's sampling (``ModelType.FLOW``). ``scheduler``: the checkpoint's official
     scheduler (MOVA Schedule reads it)."""
@@ -50,7 +78,7 @@ class MovaBaseModel(comfy.model_base.BaseModel):
     def __init__(self, config: MovaModelConfig, networks: MovaNetworks, scheduler: FlowMatchPairScheduler,
                  activation_bytes_per_value: float, device: torch.device | None = None):
         super().__init__(config, model_type=comfy.model_base.ModelType.FLOW, device=device)
-        self.diffusion_model = networks
+        self.diffusion_model = NativeNetworks(networks)
         self.mova_scheduler = scheduler
         self.activation_bytes_per_value = activation_bytes_per_value
 
