@@ -2,9 +2,11 @@
 
 ComfyUI 0.3.64 samples one tensor per LATENT, so the two modalities travel packed in one
 ``[B, 1, N]`` tensor: the video latents ``[B, z, T, h, w]`` flattened, then the audio latents
-``[B, Ca, L]`` flattened (the layout newer ComfyUI's ``pack_latents`` gives a nested AV latent). The
-packed tensor is the space the model samples in: MOVA's *normalised* video latents (Wan 2.1's
-``process_in`` of the raw ones) and the audio latents as they are, so its latent format is the identity.
+``[B, Ca, L]`` flattened. Newer ComfyUI (2026) has nested AV latents (``comfy.nested_tensor``): there the
+LATENT holds both streams nested and the sampler packs them the same way, so the model sees the same
+``[B, 1, N]`` tensor either way. Both hold the space the model samples in: MOVA's *normalised* video latents
+(Wan 2.1's ``process_in`` of the raw ones) and the audio latents as they are, so the latent format is the
+identity.
 The LATENT's ``"mova_av"`` entry says how to unpack it and what clip it holds; MOVA Split AV Latent
 turns it back into a raw Wan 2.1 video LATENT and an audio LATENT.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -52,10 +54,22 @@ class AVLayout:
         video, audio = flat.split([self.video_size, self.size - self.video_size], dim=1)
         return video.reshape(-1, *self.video_shape), audio.reshape(-1, *self.audio_shape)
 
-    def modality_values(self, video: float, audio: float, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """``[1, 1, N]`` with ``video`` over the video part and ``audio`` over the audio part (e.g. a noise mask)."""
-        return self.pack(torch.full((1, *self.video_shape), video, dtype=dtype),
-                         torch.full((1, *self.audio_shape), audio, dtype=dtype))
+    def samples(self, video: torch.Tensor, audio: torch.Tensor, nested: Callable[[tuple], Any] | None = None) -> Any:
+        """LATENT samples (or a noise mask, or noise) holding ``video`` and ``audio``: ComfyUI's nested AV tensor
+        where its samplers take one (``nested``: its class), else the packed tensor."""
+        return self.pack(video, audio) if nested is None else nested((video, audio.to(video)))
+
+    def streams(self, samples: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """The video ``[B, z, T, h, w]`` and audio ``[B, Ca, L]`` of packed or nested ``samples``."""
+        if is_nested(samples):
+            video, audio = samples.unbind()
+            return video, audio
+        return self.unpack(samples)
+
+    def modality_values(self, video: float, audio: float, nested: Callable[[tuple], Any] | None = None) -> Any:
+        """A noise mask: ``video`` over the video, ``audio`` over the audio (0 = kept)."""
+        return self.samples(torch.full((1, *self.video_shape), float(video)),
+                            torch.full((1, *self.audio_shape), float(audio)), nested)
 
     @classmethod
     def of(cls, condition_shape: tuple[int, ...], packed_size: int, video_channels: int,
@@ -70,6 +84,11 @@ class AVLayout:
                 f"{tuple(condition_shape[-3:])} with {audio_channels}-channel audio: connect the positive, negative and "
                 "latent outputs of the same MOVA AV Latent node to the sampler.")
         return cls(video_shape, (audio_channels, audio_size // audio_channels))  # type: ignore[arg-type]
+
+
+def is_nested(samples: Any) -> bool:
+    """Whether ``samples`` is ComfyUI's nested tensor (a plain tensor's ``is_nested`` is False)."""
+    return getattr(samples, "is_nested", False) is True
 
 
 def av_latent(packed: torch.Tensor, layout: AVLayout, clip: dict[str, Any],
@@ -92,11 +111,18 @@ def layout_of(latent: Any, name: str) -> AVLayout:
                          "Build the latent with MOVA AV Latent.")
     layout = AVLayout(tuple(entry["video_shape"]), tuple(entry["audio_shape"]))  # type: ignore[arg-type]
     samples = latent.get("samples")
-    if not isinstance(samples, torch.Tensor) or samples.ndim != 3 or samples.shape[1:] != (1, layout.size):
-        shape = tuple(samples.shape) if isinstance(samples, torch.Tensor) else type(samples).__name__
-        raise ValueError(f"{name}: samples {shape} do not match its MOVA layout [B, 1, {layout.size}]; was the "
-                         "latent changed by a node made for images? Use the MOVA AV Latent output as it is.")
-    return layout
+    if is_nested(samples):
+        shapes = tuple(tuple(stream.shape[1:]) for stream in samples.unbind())
+        if shapes == (layout.video_shape, layout.audio_shape):
+            return layout
+        shown, expected = shapes, f"video {layout.video_shape} and audio {layout.audio_shape}"
+    elif isinstance(samples, torch.Tensor) and samples.ndim == 3 and samples.shape[1:] == (1, layout.size):
+        return layout
+    else:
+        shown = tuple(samples.shape) if isinstance(samples, torch.Tensor) else type(samples).__name__
+        expected = f"[B, 1, {layout.size}]"
+    raise ValueError(f"{name}: samples {shown} do not match its MOVA layout {expected}; was the latent changed by a "
+                     "node made for images? Use the MOVA AV Latent output as it is.")
 
 
 def clip_settings(latent: dict[str, Any]) -> dict[str, Any]:

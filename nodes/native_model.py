@@ -22,6 +22,7 @@ import comfy.latent_formats
 import comfy.model_base
 import comfy.patcher_extension
 import comfy.supported_models_base
+import comfy.utils
 
 from ..mova_core.scheduler import FlowMatchPairScheduler
 from .av_denoiser import BRIDGE_OPTION, CONDITION_KEY, FPS_KEY, MovaNetworks
@@ -29,11 +30,27 @@ from .av_denoiser import BRIDGE_OPTION, CONDITION_KEY, FPS_KEY, MovaNetworks
 log = logging.getLogger(__name__)
 
 
+def nested_tensor_class() -> type | None:
+    """ComfyUI's ``NestedTensor`` where its samplers sample nested AV latents (2026), else None (0.3.64: packed)."""
+    try:
+        from comfy.nested_tensor import NestedTensor
+    except ImportError:
+        return None
+    return NestedTensor if hasattr(comfy.utils, "pack_latents") else None
+
+
 class MovaAVFormat(comfy.latent_formats.LatentFormat):
-    """The packed AV latent ``[B, 1, N]``: already in the sampling space (normalised video, audio as is)."""
+    """The AV latent (packed ``[B, 1, N]`` or nested): already in the sampling space (normalised video, audio as
+    is). Where ComfyUI previews the video stream of nested latents (it also has ``fix_empty_latent``), the Wan 2.1
+    preview factors apply to it; previews of a packed tensor are off."""
 
     latent_channels = 1
     latent_dimensions = 1
+
+    def __init__(self) -> None:
+        if nested_tensor_class() is not None and hasattr(comfy.latent_formats.LatentFormat, "fix_empty_latent"):
+            wan = comfy.latent_formats.Wan21()
+            self.latent_rgb_factors, self.latent_rgb_factors_bias = wan.latent_rgb_factors, wan.latent_rgb_factors_bias
 
 
 class MovaModelConfig(comfy.supported_models_base.BASE):

@@ -6,6 +6,7 @@ noise, :class:`~mova_core.sampler.Guidance`); this module moves it into ComfyUI'
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import torch
@@ -18,11 +19,11 @@ import node_helpers
 from ..mova_core.pipeline import seeded_noise
 from ..mova_core.sampler import Guidance
 from ..mova_core.settings import GenerationSettings
-from .av_latent import AVLayout, av_latent, clip_settings, layout_of
+from .av_latent import AVLayout, av_latent, clip_settings, is_nested, layout_of
 from .comfy_model import MovaModel
 from .latents import GIVEN_WAVEFORM, audio_latent, video_latent
 from .av_denoiser import BRIDGE_OPTION, CONDITION_KEY, FPS_KEY
-from .native_model import MovaBaseModel
+from .native_model import MovaBaseModel, nested_tensor_class
 from .widgets import NODE_NAMES
 
 
@@ -40,7 +41,8 @@ def build_av_latent(model: MovaModel, positive: Any, negative: Any, *, width: in
     layout = AVLayout(run.video_shape[1:], run.audio_shape[1:])  # type: ignore[arg-type]
     given = driving.audio_init
     sound = torch.zeros(run.audio_shape) if given is None else given.float().cpu()
-    packed = layout.pack(torch.zeros(run.video_shape), sound).to(mm.intermediate_device())
+    nested = nested_tensor_class()
+    samples = layout.samples(torch.zeros(run.video_shape), sound, nested).to(mm.intermediate_device())
     s = run.settings
     clip = {"fps": s.fps, "frames": s.num_frames, "height": s.height, "width": s.width,
             "sample_rate": pipe.audio_vae.sample_rate, "num_samples": run.num_samples}
@@ -48,7 +50,7 @@ def build_av_latent(model: MovaModel, positive: Any, negative: Any, *, width: in
         clip[GIVEN_WAVEFORM] = driving.kept("audio")
     values = {CONDITION_KEY: condition, FPS_KEY: s.fps}
     return (node_helpers.conditioning_set_values(positive, values), node_helpers.conditioning_set_values(negative, values),
-            av_latent(packed, layout, clip, None if given is None else layout.modality_values(1.0, 0.0)))
+            av_latent(samples, layout, clip, None if given is None else layout.modality_values(1.0, 0.0, nested)))
 
 
 def split_av_latent(model: MovaModel, latent: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -57,7 +59,7 @@ def split_av_latent(model: MovaModel, latent: Any) -> tuple[dict[str, Any], dict
     samples = latent["samples"]
     if samples.shape[0] != 1:
         raise ValueError(f"av_latent: holds a batch of {samples.shape[0]} videos; MOVA nodes take one video at a time.")
-    video, audio = layout.unpack(samples.float())
+    video, audio = layout.streams(samples.float())
     clip = clip_settings(latent)
     output = mm.intermediate_device()
     frames = dict(fps=clip["fps"], frames=clip["frames"])
@@ -90,7 +92,8 @@ def mova_sigmas(model: comfy.model_patcher.ModelPatcher, steps: int, denoise: fl
 
 
 class MovaNoise:
-    """NOISE for SamplerCustomAdvanced: the video and audio noise MOVA Sampler draws for ``seed``, packed."""
+    """NOISE for SamplerCustomAdvanced: the video and audio noise MOVA Sampler draws for ``seed``, packed or nested
+    like the latent."""
 
     def __init__(self, seed: int):
         self.seed = seed
@@ -100,7 +103,7 @@ class MovaNoise:
         if input_latent["samples"].shape[0] != 1:
             raise ValueError("latent_image: MOVA Noise draws one video's noise; use a latent of batch 1.")
         video, audio = seeded_noise(self.seed, (1, *layout.video_shape), (1, *layout.audio_shape))
-        return layout.pack(video, audio)
+        return layout.samples(video, audio, nested_tensor_class() if is_nested(input_latent["samples"]) else None)
 
 
 def with_bridge_guidance(model: comfy.model_patcher.ModelPatcher, bridge_cfg: float) -> comfy.model_patcher.ModelPatcher:
@@ -116,10 +119,19 @@ def with_bridge_guidance(model: comfy.model_patcher.ModelPatcher, bridge_cfg: fl
             raise ValueError("MOVA Bridge Guidance needs the negative conditioning: connect a negative prompt.")
         options = dict(args["model_options"])
         options["transformer_options"] = {**options.get("transformer_options", {}), BRIDGE_OPTION: False}
-        (unbridged,) = comfy.samplers.calc_cond_batch(args["model"], [args["uncond"]], args["input"], args["sigma"],
-                                                      options)
+        (unbridged,) = comfy.samplers.calc_cond_batch(args["model"], [_bridge_off(args["uncond"])], args["input"],
+                                                      args["sigma"], options)
         return args["denoised"] + guidance.bridge_term(args["uncond_denoised"], unbridged)
 
     patched = model.clone()
     patched.set_model_sampler_post_cfg_function(bridge_cfg_function, disable_cfg1_optimization=True)
     return patched
+
+
+_BRIDGE_OFF = uuid.UUID("5a0f3c2e-9d1b-4c47-8e0a-6b2f1d7c9e31")
+
+
+def _bridge_off(conds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The negative conds under uuids of their own (the same at every step): wrappers that keep state per cond uuid
+    (EasyCache's cached output) must not take the bridge-off prediction for the negative's."""
+    return [{**cond, "uuid": uuid.uuid5(_BRIDGE_OFF, str(cond["uuid"]))} for cond in conds]

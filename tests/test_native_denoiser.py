@@ -70,6 +70,32 @@ def test_pack_and_unpack_are_inverse_and_keep_the_video_first():
     assert mask[0, 0, :layout.video_size].eq(1).all() and mask[0, 0, layout.video_size:].eq(0).all()
 
 
+class FakeNested:
+    """The parts of ComfyUI's NestedTensor (2026) the AV latent uses."""
+
+    is_nested = True
+
+    def __init__(self, tensors):
+        self.tensors = list(tensors)
+
+    def unbind(self):
+        return self.tensors
+
+
+def test_nested_samples_hold_the_streams_themselves():
+    layout = AVLayout((3, 2, 2, 4), (5, 7))
+    video, audio = torch.randn(1, 3, 2, 2, 4), torch.randn(1, 5, 7)
+    nested = layout.samples(video, audio, FakeNested)
+    assert isinstance(nested, FakeNested) and nested.tensors[0] is video
+    assert all(torch.equal(a, b) for a, b in zip(layout.streams(nested), (video, audio)))
+    assert all(torch.equal(a, b) for a, b in zip(layout.streams(layout.samples(video, audio)), (video, audio)))
+    assert layout_of(av_latent(nested, layout, {}), "x") == layout
+    with pytest.raises(ValueError, match=r"av_latent: samples \(\(3, 2, 2, 4\), \(5, 6\)\) do not match"):
+        layout_of(av_latent(FakeNested((video, audio[..., :6])), layout, {}), "av_latent")
+    mask = layout.modality_values(1.0, 0.0, FakeNested)
+    assert mask.tensors[0].eq(1).all() and mask.tensors[1].eq(0).all()
+
+
 def test_the_layout_comes_from_the_condition_grid_and_names_the_fix_when_it_does_not_fit():
     layout = AVLayout.of((1, 7, 3, 4, 6), 16 * 3 * 4 * 6 + 8 * 11, video_channels=16, audio_channels=8)
     assert layout == AVLayout((16, 3, 4, 6), (8, 11))
