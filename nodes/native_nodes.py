@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import comfy.samplers
 from comfy_api.latest import io
 
 from ..mova_core.settings import SEED_MAX
 from .comfy_io import CATEGORY, MovaModelType, number_input
 from .comfy_model import MovaModel
-from .native_sampling import MovaNoise, build_av_latent, mova_sigmas, split_av_latent, with_bridge_guidance
+from .native_sampling import MovaNoise, build_av_latent, mova_euler, mova_sigmas, split_av_latent, with_bridge_guidance
 from .widgets import CHECKPOINT_VALUE, NATIVE, SAMPLER, settings_problem
 
 NATIVE_CATEGORY = f"{CATEGORY}/native sampling"
@@ -101,6 +102,23 @@ class MOVASchedule(io.ComfyNode):
         return io.NodeOutput(mova_sigmas(model, steps, denoise))
 
 
+class MOVAEulerSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="MOVAEulerSampler", display_name="MOVA Euler (official)", category=NATIVE_CATEGORY,
+            description="The official MOVA sampler for SamplerCustomAdvanced: Euler steps between the training-grid "
+                        "sigmas nearest to the schedule's. With MOVA Schedule it equals MOVA Sampler at any step count "
+                        "(KSamplerSelect's euler does at 50, 25, 20... steps).",
+            inputs=[],
+            outputs=[io.Sampler.Output(display_name="sampler")],
+        )
+
+    @classmethod
+    def execute(cls) -> io.NodeOutput:
+        return io.NodeOutput(comfy.samplers.KSAMPLER(mova_euler))
+
+
 class MOVANoise(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -134,4 +152,5 @@ class MOVABridgeGuidance(io.ComfyNode):
         return io.NodeOutput(with_bridge_guidance(model, bridge_cfg))
 
 
-NATIVE_NODES = [MOVANativeModel, MOVAAVLatent, MOVASplitAVLatent, MOVASchedule, MOVANoise, MOVABridgeGuidance]
+NATIVE_NODES = [MOVANativeModel, MOVAAVLatent, MOVASplitAVLatent, MOVASchedule, MOVAEulerSampler, MOVANoise,
+                MOVABridgeGuidance]

@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from tqdm.auto import trange
+
 import comfy.model_management as mm
 import comfy.model_patcher
 import comfy.samplers
@@ -135,3 +137,24 @@ def _bridge_off(conds: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The negative conds under uuids of their own (the same at every step): wrappers that keep state per cond uuid
     (EasyCache's cached output) must not take the bridge-off prediction for the negative's."""
     return [{**cond, "uuid": uuid.uuid5(_BRIDGE_OFF, str(cond["uuid"]))} for cond in conds]
+
+
+def mova_euler(model: Any, x: torch.Tensor, sigmas: torch.Tensor, extra_args: dict[str, Any] | None = None,
+               callback: Any = None, disable: bool | None = None) -> torch.Tensor:
+    """The official sampler as a ComfyUI sampler function: Euler steps between the training-grid sigmas nearest to
+    the schedule's (:meth:`~mova_core.scheduler.FlowMatchPairScheduler.step`), the model evaluated at the schedule's
+    own timesteps. With MOVA Schedule it gives MOVA Sampler's result for any step count."""
+    extra_args = {} if extra_args is None else extra_args
+    base = model.inner_model.inner_model
+    if not isinstance(base, MovaBaseModel):
+        raise ValueError(f"sampler: MOVA Euler samples MOVA's MODEL (from MOVA Native Model), not "
+                         f"{type(base).__name__}; use KSamplerSelect's euler for other models.")
+    scheduler = base.mova_scheduler
+    for index in trange(len(sigmas) - 1, disable=disable):
+        sigma, following = sigmas[index], sigmas[index + 1]
+        denoised = model(x, sigma * x.new_ones([x.shape[0]]), **extra_args)
+        if callback is not None:
+            callback({"x": x, "i": index, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised})
+        target = None if float(following) == scheduler.final_sigma else following * scheduler.config.num_train_timesteps
+        x = scheduler.step((x - denoised) / sigma, x, sigma * scheduler.config.num_train_timesteps, target)
+    return x
