@@ -69,6 +69,10 @@ class MovaNetworks(torch.nn.Module):
         """Packed velocities ``[B, 1, N]`` for the packed noisy latents ``x`` at ``timestep`` ``[B]`` (0..1000)."""
         if mova_condition is None or mova_fps is None:
             raise ValueError(CONDITION_MISSING)
+        if x.ndim != 3 or x.shape[1] != 1:
+            raise ValueError(f"latent_image: MOVA's MODEL samples the latent of MOVA AV Latent ([batch, 1, values]), got "
+                             f"one of shape {tuple(x.shape)} (e.g. from an empty image or video latent node); connect "
+                             "MOVA AV Latent's av_latent.")
         options = transformer_options or {}
         layout = self.layout(mova_condition, x.shape[-1])
         video, audio = layout.unpack(x)

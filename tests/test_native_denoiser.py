@@ -162,6 +162,9 @@ def test_without_the_av_latent_conditioning_it_says_what_to_connect(networks, in
     with pytest.raises(ValueError, match="route positive and negative through MOVA AV Latent"):
         networks(packed, torch.tensor([500.0]), inputs["context"])
     assert "MOVA AV Latent" in CONDITION_MISSING
+    with pytest.raises(ValueError, match=r"latent_image: .* got one of shape \(1, 4, 8, 8\)"):
+        networks(torch.zeros(1, 4, 8, 8), torch.tensor([500.0]), inputs["context"], mova_condition=inputs["condition"],
+                 mova_fps=12.0)
 
 
 def test_block_patches_reach_the_video_blocks(pipe, networks, inputs):
