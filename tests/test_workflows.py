@@ -4,7 +4,7 @@ Our nodes' schemas are derived from the node code itself (tests/comfy_stub: Comf
 stood in, the pack loaded as ComfyUI loads it), so any change in nodes/ that breaks a shipped
 workflow (an input renamed, added or removed, a socket or output type changed, a range, default or
 combo option changed) fails here; the tests at the end break nodes on purpose to show it. Native
-nodes (LoadImage) come from tests/workflow_schemas/native_object_info.json.
+nodes (LoadImage, KSampler, ...) come from tests/workflow_schemas/native_object_info.json.
 tests/integration/test_workflows_live.py checks both against a live server (COMFYUI_PATH).
 """
 
@@ -23,16 +23,19 @@ from typing import Any, Callable
 import pytest
 
 from comfy_stub import PACKAGE, LoadedPack, derive_object_info
+from mova_core.pipeline import OFFICIAL_NEGATIVE_PROMPT
 from workflow_check import DYNAMIC_FOLDERS, check_workflow, to_api_prompt, widgets, workflow_schemas
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 PACK_NODES = {"MOVAModelLoader", "MOVALoraLoader", "MOVATextEncode", "MOVAPromptRewriter", "MOVASampler", "MOVALongVideo",
               "MOVADecode", "MOVAEncode", "MOVAAVMux", "MOVANativeModel", "MOVAAVLatent", "MOVASplitAVLatent",
-              "MOVASchedule", "MOVANoise", "MOVABridgeGuidance"}
+              "MOVASchedule", "MOVAEulerSampler", "MOVANoise", "MOVABridgeGuidance"}
+NATIVE_SAMPLING = {"mova_native_custom_sampler", "mova_native_ksampler"}
+"""Workflows sampling MOVA's MODEL with ComfyUI's own sampler nodes."""
 SHIPPED = {"mova_i2va_basic", "mova_t2va", "mova_i2va_prompt_rewriter", "mova_lora_stack", "mova_i2va_low_vram",
-           "mova_i2va_first_last", "mova_i2va_voice", "mova_long_24s"}
-WITH_SAMPLER = SHIPPED - {"mova_long_24s"}
+           "mova_i2va_first_last", "mova_i2va_voice", "mova_long_24s"} | NATIVE_SAMPLING
+WITH_SAMPLER = SHIPPED - {"mova_long_24s"} - NATIVE_SAMPLING
 OFFICIAL_SAMPLER = {"width": 640, "height": 352, "frames": 193, "fps": 24.0, "steps": 50, "text_cfg": 5.0,
                     "bridge_cfg": 1.0, "denoise": 1.0}
 CHECKPOINT_SAMPLER = {"video_shift": 0.0, "audio_shift": 0.0, "boundary": -1.0}
@@ -58,13 +61,20 @@ def _values(node: dict) -> dict:
     return {w.name: v for w, v in zip(widgets(schemas()[node["type"]]), node["widgets_values"])}
 
 
-def _source_of(workflow: dict, node: dict, input_name: str) -> dict | None:
-    """The node feeding ``input_name`` of ``node`` (None when unconnected)."""
+def _source_slot(workflow: dict, node: dict, input_name: str) -> tuple[dict, str] | None:
+    """The node feeding ``input_name`` of ``node`` and the name of its output (None when unconnected)."""
     entry = next(i for i in node["inputs"] if i["name"] == input_name)
     if entry["link"] is None:
         return None
     link = next(link for link in workflow["links"] if link[0] == entry["link"])
-    return next(n for n in workflow["nodes"] if n["id"] == link[1])
+    source = next(n for n in workflow["nodes"] if n["id"] == link[1])
+    return source, source["outputs"][link[2]]["name"]
+
+
+def _source_of(workflow: dict, node: dict, input_name: str) -> dict | None:
+    """The node feeding ``input_name`` of ``node`` (None when unconnected)."""
+    found = _source_slot(workflow, node, input_name)
+    return None if found is None else found[0]
 
 
 def test_every_kind_of_workflow_is_shipped():
@@ -94,7 +104,8 @@ def test_model_loaders_carry_download_information(path: Path):
     assert loaders[0]["properties"]["models"] == [{"name": name, "url": HF_ORG + name, "directory": "mova"}]
 
 
-@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+@pytest.mark.parametrize("path", [p for p in WORKFLOWS if p.stem not in NATIVE_SAMPLING],
+                         ids=[p.stem for p in WORKFLOWS if p.stem not in NATIVE_SAMPLING])
 def test_sampler_starts_from_the_official_settings(path: Path):
     workflow = json.loads(path.read_text(encoding="utf-8"))
     sampler, = _nodes(workflow, "MOVASampler") or _nodes(workflow, "MOVALongVideo")
@@ -147,7 +158,9 @@ def _js_constants(pattern: str) -> list[tuple[str, ...]]:
 
 
 def test_web_extensions_bind_to_existing_nodes_and_widgets():
-    for (node_class,) in [(c,) for c in _js_constants(r'const NODE_CLASS = "(\w+)"')]:
+    classes = _js_constants(r'const \w*CLASS = "(\w+)"')
+    assert {"MOVASampler", "MOVABridgeGuidance", "MOVAAVMux", "MOVAModelLoader"} <= set(classes)
+    for node_class in classes:
         assert node_class in schemas(), f"web/ targets {node_class}, which the pack does not define"
     sampler = {w.name: w for w in widgets(schemas()["MOVASampler"])}
     axes = _js_constants(r'name: "(\w+)", label: "[^"]*", min: ([\d.]+), max: ([\d.]+), step: ([\d.]+), '
@@ -157,6 +170,13 @@ def test_web_extensions_bind_to_existing_nodes_and_widgets():
         options = sampler[name].options
         assert (options["min"], options["max"], options["step"], options["default"]) == \
             pytest.approx((float(low), float(high), float(step), float(official))), name
+    bridge_node = {w.name: w for w in widgets(schemas()["MOVABridgeGuidance"])}
+    assert bridge_node["bridge_cfg"].options == sampler["bridge_cfg"].options, "one pad axis for both nodes"
+    (text_cfg,) = _js_constants(r'const TEXT_CFG_WIDGET = "(\w+)"')
+    for guider in ("KSampler", "CFGGuider"):
+        cfg = {w.name: w for w in widgets(schemas()[guider])}[text_cfg]
+        assert cfg.kind == "FLOAT" and cfg.options["min"] <= 0 and cfg.options["max"] >= 20, \
+            f"the pad's text CFG (0..20) fits {guider}'s {text_cfg}"
     mux_inputs = schemas()["MOVAAVMux"]["input"]
     assert mux_inputs["optional"]["audio"][0] == "AUDIO", "the clip player reads the audio link"
 
@@ -235,7 +255,8 @@ def test_api_prompt_is_what_the_front_end_queues():
 def test_schemas_are_derived_from_the_pack():
     derived = derive_object_info()
     assert set(derived) == PACK_NODES
-    assert {name for name in schemas() if name not in PACK_NODES} == {"LoadImage", "LoadAudio"}, \
+    assert {name for name in schemas() if name not in PACK_NODES} == {
+        "LoadImage", "LoadAudio", "KSampler", "KSamplerSelect", "CFGGuider", "SamplerCustomAdvanced"}, \
         "natives come from the snapshot"
     assert derived["MOVAAVMux"]["input"]["hidden"] == {"prompt": ["PROMPT"], "extra_pnginfo": ["EXTRA_PNGINFO"]}
 
@@ -335,3 +356,95 @@ def test_the_talking_and_the_long_workflows():
     assert _source_of(long, node, "start_image")["type"] == "LoadImage"
     mux, = _nodes(long, "MOVAAVMux")
     assert {_source_of(long, mux, name)["type"] for name in ("images", "audio", "fps")} == {"MOVALongVideo"}
+
+
+# --- native sampling: MOVA's MODEL through ComfyUI's own sampler nodes ---------------------------------
+
+def _one(workflow: dict, node_type: str) -> dict:
+    found, = _nodes(workflow, node_type)
+    return found
+
+
+def _model_chain(workflow: dict, sampler: dict) -> list[str]:
+    """Node types from ``sampler``'s MODEL back to the loader."""
+    chain, node = [], sampler
+    while True:
+        name = "mova_model" if node["type"] == "MOVANativeModel" else "model"
+        node = _source_of(workflow, node, name)
+        chain.append(node["type"])
+        if node["type"] == "MOVAModelLoader":
+            return chain
+
+
+@pytest.mark.parametrize("name", sorted(NATIVE_SAMPLING))
+def test_native_workflows_start_from_the_official_settings(name: str):
+    workflow = _load(name)
+    latent = _values(_one(workflow, "MOVAAVLatent"))
+    assert {key: latent[key] for key in ("width", "height", "frames", "fps")} == \
+        {key: OFFICIAL_SAMPLER[key] for key in ("width", "height", "frames", "fps")}
+    assert _values(_one(workflow, "MOVABridgeGuidance"))["bridge_cfg"] == OFFICIAL_SAMPLER["bridge_cfg"]
+    assert _values(_one(workflow, "MOVANativeModel"))["boundary"] == CHECKPOINT_SAMPLER["boundary"]
+    sampler = _values(_one(workflow, "CFGGuider" if name == "mova_native_custom_sampler" else "KSampler"))
+    schedule = _values(_one(workflow, "MOVASchedule" if name == "mova_native_custom_sampler" else "KSampler"))
+    seeded = _values(_one(workflow, "MOVANoise" if name == "mova_native_custom_sampler" else "KSampler"))
+    assert (sampler["cfg"], schedule["steps"], schedule["denoise"]) == \
+        (OFFICIAL_SAMPLER["text_cfg"], OFFICIAL_SAMPLER["steps"], OFFICIAL_SAMPLER["denoise"])
+    assert seeded["control_after_generate"] == "fixed", "examples reproduce the same clip"
+    positive = _source_of(workflow, _one(workflow, "MOVAAVLatent"), "positive")
+    negative = _source_of(workflow, _one(workflow, "MOVAAVLatent"), "negative")
+    assert (positive["type"], negative["type"]) == ("MOVATextEncode", "MOVATextEncode") and positive is not negative
+    assert _values(negative)["text"] == OFFICIAL_NEGATIVE_PROMPT, "MOVA Sampler's default negative prompt"
+
+
+@pytest.mark.parametrize("name, sampler_type", [("mova_native_custom_sampler", "CFGGuider"),
+                                                ("mova_native_ksampler", "KSampler")])
+def test_native_workflows_sample_the_mova_model_with_bridge_guidance(name: str, sampler_type: str):
+    workflow = _load(name)
+    sampler = _one(workflow, sampler_type)
+    assert _model_chain(workflow, sampler) == ["MOVABridgeGuidance", "MOVANativeModel", "MOVAModelLoader"]
+    latent = _one(workflow, "MOVAAVLatent")
+    assert [_source_slot(workflow, sampler, name)[1] for name in ("positive", "negative")] == ["positive", "negative"]
+    assert {_source_of(workflow, sampler, name)["id"] for name in ("positive", "negative")} == {latent["id"]}, \
+        "the conditioning carries the start-image condition and fps only after MOVA AV Latent"
+    split = _one(workflow, "MOVASplitAVLatent")
+    decode = _one(workflow, "MOVADecode")
+    assert [_source_slot(workflow, decode, name) for name in ("video_latent", "audio_latent")] == \
+        [(split, "video_latent"), (split, "audio_latent")]
+    mux = _one(workflow, "MOVAAVMux")
+    assert {_source_of(workflow, mux, name)["id"] for name in ("images", "audio", "fps")} == {decode["id"]}
+    loader = _one(workflow, "MOVAModelLoader")
+    for node in (latent, split, decode, *_nodes(workflow, "MOVATextEncode")):
+        assert _source_of(workflow, node, "mova_model") is loader, node["type"]
+
+
+def test_the_custom_sampler_workflow_is_mova_samplers_run():
+    """MOVA Noise + euler + MOVA Schedule + CFGGuider compute what MOVA Sampler does: with mova_i2va_basic's
+    prompt, image, seed and steps it makes the same clip (README, "Native sampling")."""
+    native, basic = _load("mova_native_custom_sampler"), _load("mova_i2va_basic")
+    run = _one(native, "SamplerCustomAdvanced")
+    sources = {name: _source_slot(native, run, name) for name in ("noise", "guider", "sampler", "sigmas", "latent_image")}
+    assert {name: (node["type"], output) for name, (node, output) in sources.items()} == {
+        "noise": ("MOVANoise", "noise"), "guider": ("CFGGuider", "GUIDER"), "sampler": ("KSamplerSelect", "SAMPLER"),
+        "sigmas": ("MOVASchedule", "sigmas"), "latent_image": ("MOVAAVLatent", "av_latent")}
+    assert _values(sources["sampler"][0])["sampler_name"] == "euler"
+    assert _source_of(native, sources["sigmas"][0], "model") is _source_of(native, sources["guider"][0], "model"), \
+        "the schedule reads the shift of the MODEL that is sampled"
+    assert _source_slot(native, _one(native, "MOVASplitAVLatent"), "av_latent") == (run, "output")
+    reference = _values(_one(basic, "MOVASampler"))
+    assert _values(sources["noise"][0])["noise_seed"] == reference["seed"]
+    assert _values(sources["sigmas"][0])["steps"] == reference["steps"]
+    assert _values(sources["guider"][0])["cfg"] == reference["text_cfg"]
+    assert _values(_one(native, "MOVABridgeGuidance"))["bridge_cfg"] == reference["bridge_cfg"]
+    positive = _source_of(native, _one(native, "MOVAAVLatent"), "positive")
+    assert _values(positive)["text"] == _values(_one(basic, "MOVATextEncode"))["text"]
+    start = _source_of(native, _one(native, "MOVAAVLatent"), "start_image")
+    assert _values(start)["image"] == _values(_one(basic, "LoadImage"))["image"]
+
+
+def test_the_ksampler_workflow_uses_the_stock_sampler():
+    workflow = _load("mova_native_ksampler")
+    values = _values(_one(workflow, "KSampler"))
+    assert (values["sampler_name"], values["scheduler"]) == ("euler", "simple")
+    assert _source_slot(workflow, _one(workflow, "MOVASplitAVLatent"), "av_latent")[0]["type"] == "KSampler"
+    assert _source_of(workflow, _one(workflow, "MOVAAVLatent"), "start_image") is None, "text to video + audio"
+    assert not _nodes(workflow, "MOVANoise") and not _nodes(workflow, "MOVASchedule")

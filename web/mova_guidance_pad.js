@@ -1,20 +1,27 @@
-// MOVA Sampler: a 2-D guidance pad (x = text CFG, y = bridge CFG) bound to the node's own
-// `text_cfg` and `bridge_cfg` widgets. The pad stores nothing itself (it is not serialised):
-// the workflow keeps the two numbers in the normal widget values, and the pad only reads and
-// writes them, so workflows stay loadable and runnable without this extension.
+// A 2-D guidance pad (x = text CFG, y = bridge CFG) on two nodes:
+// - MOVA Sampler: bound to the node's own `text_cfg` and `bridge_cfg` widgets;
+// - MOVA Bridge Guidance (native sampling): bridge CFG is the node's `bridge_cfg`, text CFG the
+//   `cfg` widget of the KSampler / CFGGuider its MODEL feeds (lib/guidance_target.js, looked up
+//   again on every redraw, so re-wiring moves it); without exactly one such node the pad sets
+//   bridge CFG only and says so.
+// The pad stores nothing itself (it is not serialised): the workflow keeps the numbers in the
+// normal widget values, and the pad only reads and writes them, so workflows stay loadable and
+// runnable without this extension.
 import { app } from "../../scripts/app.js";
 
 import {
   BRIDGE_AXIS, PRESETS, TEXT_AXIS, axisFromWidgetOptions, describeValues, formatValue, keyToValues,
-  matchingPreset, officialValues, pointerToPosition, positionToValues, presetValues, snapValues, ticks,
-  toFraction, valuesToPosition,
+  matchingPreset, narrowedTo, officialValues, pointerToPosition, positionToValues, presetValues, snap,
+  snapValues, ticks, toFraction, valuesToPosition,
 } from "./lib/guidance.js";
+import { textCfgSource } from "./lib/guidance_target.js";
 import {
   chainMethod, commitGraphChange, el, ensureStylesheet, findWidget, forwardWheelToCanvas, isWidgetLinked,
   setWidgetValue, svg,
 } from "./lib/comfy_dom.js";
 
-const NODE_CLASS = "MOVASampler";
+const SAMPLER_CLASS = "MOVASampler";
+const BRIDGE_CLASS = "MOVABridgeGuidance";
 const PAD_WIDGET_NAME = "guidance_pad";
 const PAD_MIN_HEIGHT = 250;
 const PAD_MAX_HEIGHT = 420;
@@ -26,29 +33,53 @@ function percent(fraction) {
   return `${(fraction * 100).toFixed(3)}%`;
 }
 
-/** The pad of one MOVA Sampler node: DOM, pointer and keyboard handling, widget sync. */
+/**
+ * Where the two numbers live: `{text, bridge}`, each `{node, widget}`; text may instead be
+ * `{reason}` (a MOVA Bridge Guidance node without exactly one sampler on its MODEL).
+ */
+function ownWidgets(node) {
+  const sources = { text: { node, widget: findWidget(node, TEXT_AXIS.name) },
+    bridge: { node, widget: findWidget(node, BRIDGE_AXIS.name) } };
+  return () => sources;
+}
+
+function bridgeGuidanceWidgets(node) {
+  const bridge = { node, widget: findWidget(node, BRIDGE_AXIS.name) };
+  return () => ({ text: textCfgSource(node), bridge });
+}
+
+/** The pad of one node: DOM, pointer and keyboard handling, widget sync. */
 class GuidancePad {
-  constructor(node, textWidget, bridgeWidget) {
+  constructor(node, findSources) {
     this.node = node;
-    this.widgets = { text: textWidget, bridge: bridgeWidget };
+    this.findSources = findSources;
+    this.sources = findSources();
     this.lastRendered = "";
     this.dragging = false;
     this.element = this.build();
   }
 
+  /** False when text CFG has no widget here (bridge CFG only). */
+  get hasText() {
+    return Boolean(this.sources.text.widget);
+  }
+
   get axes() {
-    return {
-      text: axisFromWidgetOptions(this.widgets.text.options, TEXT_AXIS),
-      bridge: axisFromWidgetOptions(this.widgets.bridge.options, BRIDGE_AXIS),
-    };
+    const text = this.hasText
+      ? narrowedTo(axisFromWidgetOptions(this.sources.text.widget.options, TEXT_AXIS), TEXT_AXIS) : TEXT_AXIS;
+    return { text, bridge: axisFromWidgetOptions(this.sources.bridge.widget.options, BRIDGE_AXIS) };
   }
 
+  /** The widgets' numbers as they are (text: the official value when there is no text widget). */
   get values() {
-    return { text: Number(this.widgets.text.value), bridge: Number(this.widgets.bridge.value) };
+    return { text: this.hasText ? Number(this.sources.text.widget.value) : TEXT_AXIS.official,
+      bridge: Number(this.sources.bridge.widget.value) };
   }
 
+  /** Axes the pad must not write: linked widgets, and text CFG without a widget. */
   get locked() {
-    return { text: isWidgetLinked(this.node, TEXT_AXIS.name), bridge: isWidgetLinked(this.node, BRIDGE_AXIS.name) };
+    const linked = (source) => isWidgetLinked(source.node, source.widget.name);
+    return { text: !this.hasText || linked(this.sources.text), bridge: linked(this.sources.bridge) };
   }
 
   build() {
@@ -56,6 +87,7 @@ class GuidancePad {
     this.presetName = el("span.mova-gpad__preset-name", { "aria-hidden": "true" });
     const head = el("div.mova-gpad__head", {},
       el("span.mova-gpad__title", { text: "Guidance" }), this.presetName, this.readout);
+    this.sourceNote = el("div.mova-gpad__source");
 
     this.handle = el("div.mova-gpad__handle", { "aria-hidden": "true" });
     this.defaultMarker = el("div.mova-gpad__default", { "aria-hidden": "true", title: "Official default" },
@@ -88,7 +120,8 @@ class GuidancePad {
       ...this.presetButtons);
     const help = el("span.mova-visually-hidden", { id: helpId, text: KEY_HELP });
 
-    const root = el("div.mova-gpad", { "data-node-class": NODE_CLASS }, head, body, presets, help);
+    const root = el("div.mova-gpad", { "data-node-class": this.node.comfyClass }, head, this.sourceNote, body,
+      presets, help);
     this.attachPointer();
     this.plot.addEventListener("keydown", (event) => this.onKeyDown(event));
     forwardWheelToCanvas(app, root);
@@ -130,26 +163,35 @@ class GuidancePad {
     this.handle.before(...this.presetDots);
   }
 
-  /** Write values into the widgets (locked = linked axes keep theirs), then redraw. */
+  /**
+   * Write values into the widgets, then redraw. Locked axes keep theirs, and so does an axis the
+   * values do not move (a KSampler cfg beyond the pad's range survives a bridge-only key press).
+   */
   apply(values, commit) {
-    const locked = this.locked;
-    const next = snapValues({
-      text: locked.text ? this.values.text : values.text,
-      bridge: locked.bridge ? this.values.bridge : values.bridge,
-    }, this.axes);
-    setWidgetValue(app, this.node, this.widgets.text, next.text);
-    setWidgetValue(app, this.node, this.widgets.bridge, next.bridge);
+    this.sources = this.findSources();
+    const { axes, locked, values: current } = this;
+    const next = snapValues(values, axes);
+    for (const axis of ["text", "bridge"]) {
+      if (!locked[axis] && next[axis] !== snap(current[axis], axes[axis])) {
+        setWidgetValue(app, this.sources[axis].node, this.sources[axis].widget, next[axis]);
+      }
+    }
     this.render();
     if (commit) commitGraphChange(app, this.node);
     else this.node.setDirtyCanvas?.(true, false);
   }
 
-  /** Redraw when the widgets changed by any route (typing, dragging the number, undo, load). */
+  /** What the pad shows, as one string: a change by any route means a redraw. */
+  stateKey() {
+    const { values, locked, sources } = this;
+    const text = sources.text.widget ? `${sources.text.node.id}.${values.text}` : sources.text.reason;
+    return `${text}|${values.bridge}|${locked.text}|${locked.bridge}|${sources.text.label}`;
+  }
+
+  /** Redraw when the widgets or the wiring changed by any route (typing, undo, load, re-linking). */
   sync() {
-    const { text, bridge } = this.values;
-    const locked = this.locked;
-    const key = `${text}|${bridge}|${locked.text}|${locked.bridge}`;
-    if (key !== this.lastRendered) this.render();
+    this.sources = this.findSources();
+    if (this.stateKey() !== this.lastRendered) this.render();
   }
 
   render() {
@@ -157,22 +199,31 @@ class GuidancePad {
     const raw = this.values;
     const values = snapValues(raw, axes);
     const locked = this.locked;
-    this.lastRendered = `${raw.text}|${raw.bridge}|${locked.text}|${locked.bridge}`;
+    this.lastRendered = this.stateKey();
     this.drawGrid();
     const position = valuesToPosition(values, axes);
     this.handle.style.left = percent(position.x);
     this.handle.style.top = percent(position.y);
-    const shown = (axis) => (locked[axis] ? "link" : formatValue(values[axis], axes[axis]));
+    const shown = (axis) => {
+      if (axis === "text" && !this.hasText) return "–";
+      return locked[axis] ? "link" : formatValue(raw[axis], axes[axis]);
+    };
     this.readout.textContent = `${shown("text")} / ${shown("bridge")}`;
-    const preset = matchingPreset(values, axes);
+    const preset = this.hasText ? matchingPreset(values, axes) : null;
     const lockedNames = [locked.text && "text CFG", locked.bridge && "bridge CFG"].filter(Boolean);
-    this.presetName.textContent = lockedNames.length ? `${lockedNames.join(" and ")} from a link`
-      : (preset ? preset.label : "Custom");
+    const linkedNames = lockedNames.filter((name) => name !== "text CFG" || this.hasText);
+    this.presetName.textContent = linkedNames.length ? `${linkedNames.join(" and ")} from a link`
+      : (!this.hasText ? "bridge CFG only" : (preset ? preset.label : "Custom"));
     this.presetName.classList.toggle("is-custom", !preset || lockedNames.length > 0);
     for (const button of this.presetButtons) {
       button.setAttribute("aria-pressed", String(button.dataset.preset === preset?.id));
     }
-    const description = describeValues(values, axes);
+    const source = this.sources.text;
+    this.sourceNote.hidden = this.node.comfyClass !== BRIDGE_CLASS;
+    this.sourceNote.textContent = source.widget ? `text CFG = ${source.label}` : `text CFG: ${source.reason}`;
+    this.sourceNote.classList.toggle("is-missing", !source.widget);
+    const description = this.hasText ? describeValues(raw, axes)
+      : `Bridge CFG ${formatValue(raw.bridge, axes.bridge)}; text CFG: ${source.reason}`;
     this.plot.setAttribute("aria-valuenow", String(values.text));
     this.plot.setAttribute("aria-valuemin", String(axes.text.min));
     this.plot.setAttribute("aria-valuemax", String(axes.text.max));
@@ -222,13 +273,14 @@ class GuidancePad {
   }
 }
 
-function addGuidancePad(node) {
+function addGuidancePad(node, findSources) {
   if (typeof node.addDOMWidget !== "function") return; // front end without DOM widgets: numbers only
-  const textWidget = findWidget(node, TEXT_AXIS.name);
-  const bridgeWidget = findWidget(node, BRIDGE_AXIS.name);
-  if (!textWidget || !bridgeWidget || findWidget(node, PAD_WIDGET_NAME)) return;
+  const sources = findSources();
+  if (!sources.bridge.widget || !(sources.text.widget || sources.text.reason) || findWidget(node, PAD_WIDGET_NAME)) {
+    return;
+  }
   ensureStylesheet();
-  const pad = new GuidancePad(node, textWidget, bridgeWidget);
+  const pad = new GuidancePad(node, findSources);
   const widget = node.addDOMWidget(PAD_WIDGET_NAME, "mova-guidance-pad", pad.element, {
     serialize: false, // not in the API prompt
     getValue: () => "",
@@ -237,8 +289,9 @@ function addGuidancePad(node) {
     getMaxHeight: () => PAD_MAX_HEIGHT,
     onDraw: () => pad.sync(),
   });
-  widget.serialize = false; // not in widgets_values: the numbers live in text_cfg / bridge_cfg
-  for (const numberWidget of [textWidget, bridgeWidget]) {
+  widget.serialize = false; // not in widgets_values: the numbers live in the number widgets
+  for (const numberWidget of node.comfyClass === SAMPLER_CLASS ? [sources.text.widget, sources.bridge.widget]
+    : [sources.bridge.widget]) {
     chainMethod(numberWidget, "callback", () => pad.sync());
   }
   node.movaGuidancePad = pad;
@@ -250,6 +303,7 @@ function addGuidancePad(node) {
 app.registerExtension({
   name: "mova.GuidancePad",
   nodeCreated(node) {
-    if (node.comfyClass === NODE_CLASS) addGuidancePad(node);
+    if (node.comfyClass === SAMPLER_CLASS) addGuidancePad(node, ownWidgets(node));
+    if (node.comfyClass === BRIDGE_CLASS) addGuidancePad(node, bridgeGuidanceWidgets(node));
   },
 });

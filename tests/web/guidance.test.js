@@ -4,7 +4,7 @@ import { test } from "node:test";
 
 import {
   BRIDGE_AXIS, PRESETS, TEXT_AXIS, axisFromWidgetOptions, describeValues, formatValue, fromFraction,
-  keyToValues, matchingPreset, officialValues, pointerToPosition, positionToValues, presetValues, snap,
+  keyToValues, matchingPreset, narrowedTo, officialValues, pointerToPosition, positionToValues, presetValues, snap,
   stepDecimals, ticks, toFraction, valuesToPosition,
 } from "../../web/lib/guidance.js";
 
@@ -134,6 +134,9 @@ test("keyboard: arrows step, Shift steps 10x, PageUp/Down, Home, digits, clampin
 test("formatting and the accessible description", () => {
   assert.equal(formatValue(5, TEXT_AXIS), "5.0");
   assert.equal(formatValue(0.75, { ...BRIDGE_AXIS, step: 0.05 }), "0.75");
+  assert.equal(formatValue(30, TEXT_AXIS), "30.0", "a value beyond the pad reads as it is");
+  assert.equal(formatValue(5.04, TEXT_AXIS), "5.0");
+  assert.equal(formatValue("x", BRIDGE_AXIS), "1.0");
   assert.equal(describeValues({ text: 5, bridge: 1 }, AXES), "Text CFG 5.0, bridge cfg 1.0 (Official)");
   assert.equal(describeValues({ text: 6, bridge: 3 }, AXES), "Text CFG 6.0, bridge cfg 3.0");
 });
@@ -147,4 +150,15 @@ test("ticks: min, max and spaced round numbers (powers of ten first, then 5s, th
     const at = ticks(axis).map((v) => toFraction(v, axis));
     at.slice(1).forEach((f, i) => assert.ok(f - at[i] >= 0.15, `${axis.name} ticks too close`));
   }
+});
+
+test("narrowedTo: a sampler's cfg (0..100) spans MOVA's text CFG range on the pad", () => {
+  const cfg = axisFromWidgetOptions({ min: 0, max: 100, step: 1, step2: 0.1 }, TEXT_AXIS);
+  const padded = narrowedTo(cfg, TEXT_AXIS);
+  assert.deepEqual([padded.min, padded.max, padded.step, padded.name], [0, 20, 0.1, "text_cfg"]);
+  assert.equal(toFraction(5, padded), 0.5, "official text CFG mid-pad, as on MOVA Sampler");
+  const narrow = narrowedTo({ ...TEXT_AXIS, min: 2, max: 8 }, TEXT_AXIS);
+  assert.deepEqual([narrow.min, narrow.max], [2, 8], "a narrower widget keeps its own range");
+  const apart = { ...TEXT_AXIS, min: 30, max: 40 };
+  assert.equal(narrowedTo(apart, TEXT_AXIS), apart, "disjoint ranges: the widget's");
 });

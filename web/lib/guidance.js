@@ -76,6 +76,16 @@ export function axisFromWidgetOptions(options, fallback) {
   return Object.freeze({ ...fallback, min, max, step });
 }
 
+/**
+ * `axis` narrowed to the range of `bounds`: the pad spans MOVA's text CFG range even where the
+ * widget allows more (KSampler's and CFGGuider's cfg go to 100). Disjoint ranges keep `axis`.
+ */
+export function narrowedTo(axis, bounds) {
+  const min = Math.max(axis.min, bounds.min);
+  const max = Math.min(axis.max, bounds.max);
+  return max > min ? Object.freeze({ ...axis, min, max }) : axis;
+}
+
 /** Clamp `value` to the axis range and snap it to the axis step grid (counted from min). */
 export function snap(value, axis) {
   const v = finiteOr(Number(value), axis.official);
@@ -173,9 +183,12 @@ export function keyToValues(key, modifiers, values, axes, presets = PRESETS) {
   return null;
 }
 
-/** A value formatted with the axis step's decimals (at least one: "5.0", "0.75"). */
+/**
+ * A value formatted with the axis step's decimals (at least one: "5.0", "0.75"), not clamped: a
+ * KSampler cfg of 30 reads "30.0" although the pad ends at 20.
+ */
 export function formatValue(value, axis) {
-  return snap(value, axis).toFixed(Math.max(1, axisDecimals(axis)));
+  return finiteOr(Number(value), axis.official).toFixed(Math.max(1, axisDecimals(axis)));
 }
 
 /** Text for screen readers and tooltips, e.g. "Text CFG 5.0, bridge CFG 1.0 (Official)". */
