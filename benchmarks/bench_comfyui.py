@@ -95,11 +95,32 @@ class NodeTimer:
         return {node: round(end - start, 2) for (start, node), (end, _) in zip(self.events, self.events[1:])
                 if node is not None}
 
+    @property
+    def current(self) -> str | None:
+        """The node running now (None before the first and after the last)."""
+        return self.events[-1][1] if self.events else None
+
     def close(self, timeout: float = 10.0) -> None:
         """Wait (up to ``timeout`` seconds) for the end message, then disconnect."""
         self.finished.wait(timeout)
         self._socket.close()
         self._thread.join(timeout=5)
+
+
+class NodeAnonPeaks(AnonPeak):
+    """:class:`AnonPeak` that also keeps the highest ``RssAnon`` sampled while each node ran (``by_node``, KiB),
+    the running node told by ``timer``."""
+
+    def __init__(self, interval: float, pid: int, timer: NodeTimer):
+        super().__init__(interval, pid)
+        self.timer = timer
+        self.by_node: dict[str, int] = {}
+
+    def _sample(self) -> None:
+        kib, node = status_kib("RssAnon", self.pid), self.timer.current
+        self.kib = max(self.kib, kib)
+        if node is not None:
+            self.by_node[node] = max(self.by_node.get(node, 0), kib)
 
 
 def _prompts(args: argparse.Namespace) -> dict:
@@ -203,7 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"anonymous {gib(idle['anon']):.2f} GiB", flush=True)
         try:
             timer = NodeTimer(server.port, server.client_id)
-            with AnonPeak(args.interval, pid) as anon_peak:
+            with NodeAnonPeaks(args.interval, pid, timer) as anon_peak:
                 started = time.perf_counter()
                 entry = server.run_workflow(graph, args.run_timeout)
                 seconds = time.perf_counter() - started
@@ -220,6 +241,8 @@ def main(argv: list[str] | None = None) -> dict:
         "run_seconds": round(seconds, 1),
         "sampling_node_seconds": timer.seconds().get(SAMPLING_NODE),
         "node_seconds": {f"{node} {graph[node]['class_type']}": value for node, value in timer.seconds().items()},
+        "node_peak_anon_gib": {f"{node} {graph[node]['class_type']}": round(gib(kib), 2)
+                               for node, kib in anon_peak.by_node.items()},
         "idle_rss_gib": round(gib(idle["rss"]), 2), "idle_anon_gib": round(gib(idle["anon"]), 2),
         "peak_rss_gib": round(gib(peak_rss), 2), "peak_anon_gib": round(gib(anon_peak.kib), 2),
         "anon_at_end_gib": round(gib(anon_end), 2),

@@ -118,10 +118,12 @@ def _frame(payload: bytes, opcode: int) -> bytes:
     return head + bytes([127]) + size.to_bytes(8, "big") + payload
 
 
-def test_node_timer_times_nodes_from_websocket_messages():
+def test_node_timer_times_nodes_and_their_anonymous_memory():
+    """Node times from ComfyUI's ``executing`` messages (text frames of every length encoding; binary previews
+    skipped), and the anonymous memory this process touches while node 3 runs counted in node 3's peak."""
     listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
     request: list[bytes] = []
+    allocated = threading.Event()
 
     def serve() -> None:
         connection, _ = listener.accept()
@@ -133,23 +135,34 @@ def test_node_timer_times_nodes_from_websocket_messages():
             connection.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n")
             messages = [("status", {"sid": "x"}), ("executing", {"node": "1"}), ("progress", {"value": 1}),
                         ("executing", {"node": "3", "padding": "x" * 300}), ("executing", {"node": None})]
-            for index, (kind, data_) in enumerate(messages):
+            for kind, data_ in messages:
                 connection.sendall(_frame(json.dumps({"type": kind, "data": data_}).encode(), 1))
                 if kind == "executing":
                     connection.sendall(_frame(b"\x00" * 70000, 2))  # a preview image: skipped
-                    time.sleep(0.2)
+                    time.sleep(0.3)
+                    if data_["node"] == "3":
+                        allocated.wait(10)
             time.sleep(0.2)
 
     server = threading.Thread(target=serve)
     server.start()
-    timer = bench_comfyui.NodeTimer(port, "client-7")
-    server.join()
-    timer.close()
+    timer = bench_comfyui.NodeTimer(listener.getsockname()[1], "client-7")
+    with bench_comfyui.NodeAnonPeaks(0.01, os.getpid(), timer) as peaks:
+        deadline = time.monotonic() + 10
+        while timer.current != "3" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        held = b"\x01" * (256 * 2**20)  # written, so resident and anonymous
+        time.sleep(0.1)
+        allocated.set()
+        server.join()
+        timer.close()
+    del held
     listener.close()
     assert request[0].startswith(b"GET /ws?clientId=client-7 HTTP/1.1")
-    assert [node for _, node in timer.events] == ["1", "3", None]
+    assert [node for _, node in timer.events] == ["1", "3", None] and timer.current is None
     seconds = timer.seconds()
-    assert set(seconds) == {"1", "3"} and all(0.15 < value < 2 for value in seconds.values())
+    assert set(seconds) == {"1", "3"} and all(0.25 < value < 5 for value in seconds.values())
+    assert set(peaks.by_node) == {"1", "3"} and peaks.by_node["3"] - peaks.by_node["1"] > 200 * 2**10
 
 
 def test_node_timer_reports_a_refused_upgrade():
