@@ -20,6 +20,7 @@ import torch
 import comfy.conds
 import comfy.latent_formats
 import comfy.model_base
+import comfy.model_management
 import comfy.patcher_extension
 import comfy.supported_models_base
 import comfy.utils
@@ -82,6 +83,8 @@ class NativeNetworks(MovaNetworks):
 
     def _evaluate(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor | None,
                   transformer_options: dict[str, Any], **conds: Any) -> torch.Tensor:
+        """One model pass; an interrupt stops the run before it (ComfyUI itself checks only between steps)."""
+        comfy.model_management.throw_exception_if_processing_interrupted()
         if log.isEnabledFor(logging.DEBUG):
             log.debug("MOVA model pass: batch %d at timestep %.2f, bridge %s.", x.shape[0], float(timestep[0]),
                       "on" if transformer_options.get(BRIDGE_OPTION, True) else "off")
