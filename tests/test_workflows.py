@@ -250,6 +250,17 @@ def test_api_prompt_is_what_the_front_end_queues():
     assert mux_inputs["fps"] == [str(_nodes(workflow, "MOVADecode")[0]["id"]), 2], "a linked widget sends the link"
 
 
+def test_api_prompt_of_nodes_without_widgets():
+    """The front end saves no ``widgets_values`` for a node without widgets (SamplerCustomAdvanced)."""
+    workflow = _load("mova_native_custom_sampler")
+    run = _one(workflow, "SamplerCustomAdvanced")
+    assert "widgets_values" not in run
+    inputs = to_api_prompt(workflow, schemas())[str(run["id"])]["inputs"]
+    assert inputs == {name: [str(_source_of(workflow, run, name)["id"]), 0]
+                      for name in ("noise", "guider", "sampler", "sigmas")} | \
+        {"latent_image": [str(_one(workflow, "MOVAAVLatent")["id"]), 2]}
+
+
 # --- the schemas come from the node code: breaking a node breaks CI ---------------------------------
 
 def test_schemas_are_derived_from_the_pack():

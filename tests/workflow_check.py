@@ -326,7 +326,8 @@ def to_api_prompt(workflow: dict[str, Any], schemas: dict[str, dict[str, Any]]) 
         if node["type"] in FRONT_END_NOTE_NODES:
             continue
         spec = schemas[node["type"]]
-        values = {w.name: v for w, v in zip(widgets(spec), node["widgets_values"]) if w.kind not in ("CONTROL", "UPLOAD")}
+        stored = node.get("widgets_values", [])  # the front end leaves the key out for a node without widgets
+        values = {w.name: v for w, v in zip(widgets(spec), stored) if w.kind not in ("CONTROL", "UPLOAD")}
         for entry in node.get("inputs", []):
             if entry.get("link") is not None:
                 link = links[entry["link"]]

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import av
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from comfy_stub import derive_object_info
 from mova_core import tiny
@@ -25,7 +27,7 @@ from mova_core.media.audio_input import frames_covering
 from workflow_check import NATIVE_SNAPSHOT, comparable, normalize, snapshot, to_api_prompt
 
 from .comfy_server import PACK_NAME, ComfyServer
-from .shipped_workflows import (SMALL_CLIP, SMALL_LONG, VOICE_SECONDS, WORKFLOWS, install_workflow_assets,
+from .shipped_workflows import (REPO, SMALL_CLIP, SMALL_LONG, VOICE_SECONDS, WORKFLOWS, install_workflow_assets,
                                 load_workflow)
 
 UPDATE_ENV = "MOVA_UPDATE_SCHEMA_SNAPSHOT"
@@ -91,6 +93,10 @@ def _runnable_here(prompt: dict) -> dict:
     for node in prompt.values():
         if node["class_type"] == "MOVASampler":
             node["inputs"].update(SMALL_CLIP)
+        if node["class_type"] == "MOVAAVLatent":
+            node["inputs"].update({key: SMALL_CLIP[key] for key in ("width", "height", "frames")})
+        if node["class_type"] in ("MOVASchedule", "KSampler"):
+            node["inputs"]["steps"] = SMALL_CLIP["steps"]
         if node["class_type"] == "MOVALongVideo":
             node["inputs"].update(SMALL_LONG)
         if node["class_type"] == "MOVAPromptRewriter":
@@ -98,11 +104,16 @@ def _runnable_here(prompt: dict) -> dict:
     return prompt
 
 
+def _small_prompt(server: ComfyServer, path: Path) -> dict:
+    """The API prompt the front end queues for the shipped workflow, at the small sizes."""
+    schemas = {name: normalize(name, info) for name, info in server.object_info().items()}
+    return _runnable_here(to_api_prompt(load_workflow(path), schemas))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
 def test_shipped_workflow_runs(workflow_server: ComfyServer, path: Path) -> None:
-    schemas = {name: normalize(name, info) for name, info in workflow_server.object_info().items()}
-    prompt = _runnable_here(to_api_prompt(load_workflow(path), schemas))
+    prompt = _small_prompt(workflow_server, path)
     entry = workflow_server.run_workflow(prompt, timeout=RUN_TIMEOUT_S)
     mux_ids = [node_id for node_id, node in prompt.items() if node["class_type"] == "MOVAAVMux"]
     saved = entry["outputs"][mux_ids[0]]["images"][0]
@@ -129,3 +140,29 @@ def _expected_frames(prompt: dict) -> int:
         rate = tiny.AUDIO_VAE.sample_rate
         return frames_covering(int(VOICE_SECONDS * rate), rate, 24.0, 4)
     return SMALL_CLIP["frames"]
+
+
+def _saved_latents(server: ComfyServer, path: Path, latents_of: str, prefix: str) -> list[torch.Tensor]:
+    """Run the shipped workflow at the small sizes with SaveLatent on the two LATENT outputs of its ``latents_of``
+    node (the exact float32 tensors; its mp4's sound is AAC, whose choices flip on a random DAC's noise)."""
+    prompt = _small_prompt(server, path)
+    source, = [node_id for node_id, node in prompt.items() if node["class_type"] == latents_of]
+    for slot in (0, 1):
+        prompt[f"save{slot}"] = {"class_type": "SaveLatent",
+                                 "inputs": {"samples": [source, slot], "filename_prefix": f"{prefix}_{slot}"}}
+    entry = server.run_workflow(prompt, timeout=RUN_TIMEOUT_S)
+    files = [entry["outputs"][f"save{slot}"]["latents"][0] for slot in (0, 1)]
+    return [load_file(str(server.output_dir / f["subfolder"] / f["filename"]))["latent_tensor"] for f in files]
+
+
+@pytest.mark.slow
+def test_custom_sampler_workflow_samples_mova_samplers_latents(workflow_server: ComfyServer) -> None:
+    """mova_native_custom_sampler (SamplerCustomAdvanced + MOVA Noise + euler + MOVA Schedule) and mova_i2va_basic
+    (MOVA Sampler) have the same prompt, image, seed, steps and guidance: they sample the same latents."""
+    native = _saved_latents(workflow_server, REPO / "workflows" / "mova_native_custom_sampler.json",
+                            "MOVASplitAVLatent", "compare/native")
+    sampler = _saved_latents(workflow_server, REPO / "workflows" / "mova_i2va_basic.json", "MOVASampler",
+                             "compare/sampler")
+    for name, ours, reference in zip(("video", "audio"), native, sampler):
+        assert ours.shape == reference.shape, name
+        assert (ours - reference).abs().max() <= 1e-4 * reference.abs().max(), name
