@@ -1,4 +1,5 @@
-"""Browser end-to-end test of the MOVA front end (tests/web/e2e/run_e2e.js) against a real ComfyUI.
+"""Browser end-to-end test of the MOVA front end (tests/web/e2e/run_e2e.js) against a real ComfyUI: MOVA Sampler's
+workflow and a native-sampling one (stock sampler nodes) load with no missing node and queue to an mp4 on the tiny model.
 
 Needs COMFYUI_PATH (like every integration test), Node.js, ``npm install`` (playwright-core) and a
 Chromium (``apt-get install chromium``; or CHROMIUM_PATH). Screenshots and a summary land in
@@ -22,6 +23,8 @@ from .shipped_workflows import REPO, SMALL_CLIP, install_workflow_assets
 
 E2E_SCRIPT = REPO / "tests" / "web" / "e2e" / "run_e2e.js"
 WORKFLOW = REPO / "workflows" / "mova_i2va_basic.json"
+NATIVE_WORKFLOW = REPO / "workflows" / "mova_native_custom_sampler.json"
+"""A workflow of stock sampler nodes (SamplerCustomAdvanced, CFGGuider, KSamplerSelect) around MOVA's MODEL."""
 RUN_TIMEOUT_S = 600
 
 
@@ -43,13 +46,17 @@ def test_front_end_end_to_end(comfy_server: ComfyServer, comfyui_path: Path, tmp
     install_workflow_assets(comfy_server, comfyui_path, tmp_path_factory.mktemp("e2e-assets"))
     artifacts = Path(os.environ.get("MOVA_E2E_ARTIFACTS") or tmp_path_factory.mktemp("e2e-artifacts"))
     command = [node, str(E2E_SCRIPT), "--url", f"http://127.0.0.1:{comfy_server.port}/", "--workflow", str(WORKFLOW),
-               "--artifacts", str(artifacts), "--small", json.dumps(SMALL_CLIP), "--run-timeout", str(RUN_TIMEOUT_S)]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=RUN_TIMEOUT_S + 180,
+               "--native-workflow", str(NATIVE_WORKFLOW), "--artifacts", str(artifacts), "--small", json.dumps(SMALL_CLIP),
+               "--run-timeout", str(RUN_TIMEOUT_S)]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=2 * RUN_TIMEOUT_S + 180,
                             env=dict(os.environ, CHROMIUM_PATH=chromium))
     assert result.returncode == 0, (f"browser test failed (screenshots in {artifacts}):\n{result.stderr[-6000:]}\n"
                                     f"{comfy_server.log_tail()}")
     summary = json.loads((artifacts / "summary.json").read_text(encoding="utf-8"))
-    query = urllib.parse.parse_qs(urllib.parse.urlsplit(summary["clip"]["src"]).query)
-    clip = comfy_server.output_dir / query["subfolder"][0] / query["filename"][0]
-    with av.open(str(clip)) as container:
-        assert sorted(stream.type for stream in container.streams) == ["audio", "video"], "the previewed clip has sound"
+    for played in (summary["clip"], summary["nativeClip"]):
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(played["src"]).query)
+        clip = comfy_server.output_dir / query["subfolder"][0] / query["filename"][0]
+        with av.open(str(clip)) as container:
+            assert sorted(stream.type for stream in container.streams) == ["audio", "video"], "the previewed clip has sound"
+            video = container.streams.video[0]
+            assert (video.codec_context.width, video.codec_context.height) == (SMALL_CLIP["width"], SMALL_CLIP["height"])

@@ -1,8 +1,11 @@
 // End-to-end check of the MOVA front end in a real browser against a running ComfyUI:
 //   node tests/web/e2e/run_e2e.js --url http://127.0.0.1:8188 --workflow workflows/mova_i2va_basic.json \
+//        --native-workflow workflows/mova_native_custom_sampler.json \
 //        --artifacts /tmp/mova-e2e [--small '{"width":64,"height":48,"frames":5,"steps":2}']
 // Loads a shipped workflow, drags and keys the guidance pad, checks both widgets and the saved workflow,
-// queues the prompt, waits for the clip player's video, and fails on any console error or warning of
+// queues the prompt, waits for the clip player's video. Then the same for the native-sampling workflow
+// (stock sampler nodes, no missing node; the pad on MOVA Bridge Guidance sets the CFGGuider's cfg, and
+// bridge CFG alone once the MODEL feeds no sampler or several). Fails on any console error or warning of
 // ours. Prints a JSON summary; exits 1 with the reason on failure. Driven by
 // tests/integration/test_web_e2e.py (which starts ComfyUI with a tiny model).
 import assert from "node:assert/strict";
@@ -17,6 +20,7 @@ const { values: args } = parseArgs({
   options: {
     url: { type: "string" },
     workflow: { type: "string" },
+    "native-workflow": { type: "string" },
     artifacts: { type: "string", default: "e2e-artifacts" },
     small: { type: "string", default: '{"width":64,"height":48,"frames":5,"steps":2}' },
     "run-timeout": { type: "string", default: "600" },
@@ -56,8 +60,8 @@ async function setWidgets(page, comfyClass, values) {
   }, [comfyClass, values]);
 }
 
-async function dragPad(page, from, to) {
-  const box = await page.locator(".mova-gpad__plot").first().boundingBox();
+async function dragPad(page, from, to, pad = page.locator(".mova-gpad").first()) {
+  const box = await pad.locator(".mova-gpad__plot").boundingBox();
   const at = (f) => [box.x + f.x * box.width, box.y + f.y * box.height];
   await page.mouse.move(...at(from));
   await page.mouse.down();
@@ -124,7 +128,8 @@ async function checkPad(page) {
   return final;
 }
 
-async function queueAndWatch(page, cfg) {
+/** Queue the loaded workflow; `expected` = {class_type: {input: value}} the posted prompt must carry. */
+async function queueAndWatch(page, expected, shotName = "04_player") {
   await page.evaluate(() => {
     window.movaE2E = { error: null };
     window.comfyAPI.api.api.addEventListener("execution_error", (event) => { window.movaE2E.error = event.detail; });
@@ -134,11 +139,13 @@ async function queueAndWatch(page, cfg) {
   if (await run.count()) await run.first().click();
   else await page.evaluate(() => window.app.queuePrompt(0, 1));
   const body = (await posted).postDataJSON();
-  const sampler = Object.values(body.prompt).find((n) => n.class_type === "MOVASampler");
-  assert.deepEqual([sampler.inputs.text_cfg, sampler.inputs.bridge_cfg], [cfg.text_cfg, cfg.bridge_cfg],
-    "the queued prompt carries the pad's values");
-  assert.equal(sampler.inputs.guidance_pad, undefined, "the pad sends nothing itself");
-  step("queued", { text_cfg: sampler.inputs.text_cfg, bridge_cfg: sampler.inputs.bridge_cfg });
+  const queued = Object.fromEntries(Object.entries(expected).map(([classType, inputs]) => {
+    const node = Object.values(body.prompt).find((n) => n.class_type === classType);
+    return [classType, Object.fromEntries(Object.keys(inputs).map((name) => [name, node.inputs[name]]))];
+  }));
+  assert.deepEqual(queued, expected, "the queued prompt carries the pad's values");
+  assert.ok(Object.values(body.prompt).every((n) => n.inputs.guidance_pad === undefined), "the pad sends nothing itself");
+  step("queued", queued);
 
   await focusNode(page, "MOVAAVMux");
   await page.waitForFunction(() => {
@@ -158,9 +165,116 @@ async function queueAndWatch(page, cfg) {
   assert.equal(clip.videos, 1, "one player, no second built-in preview");
   assert.match(clip.caption, /with sound/);
   await page.waitForTimeout(500);
-  await shot(page, "04_player", page.locator(".mova-player").first());
+  await shot(page, shotName, page.locator(".mova-player").first());
   step("player", clip);
   return clip;
+}
+
+/** Node types of the loaded graph that the front end does not know (a missing custom node). */
+function unknownNodes(page) {
+  return page.evaluate(() => window.app.graph.nodes.filter((n) => !window.LiteGraph.registered_node_types[n.type])
+    .map((n) => n.type));
+}
+
+async function redraw(page) {
+  await page.evaluate(() => window.app.canvas.setDirty(true, true));
+  await page.waitForTimeout(300);
+}
+
+/** The pad of MOVA Bridge Guidance: text CFG is the cfg of the CFGGuider its MODEL feeds, found through the links. */
+async function checkBridgePad(page) {
+  const pad = page.locator('.mova-gpad[data-node-class="MOVABridgeGuidance"]');
+  assert.equal(await pad.count(), 1, "the guidance pad is on MOVA Bridge Guidance");
+  const cfgOf = async () => (await nodeState(page, "CFGGuider")).values.cfg;
+  const bridgeOf = async () => (await nodeState(page, "MOVABridgeGuidance")).values.bridge_cfg;
+  const guiderId = (await nodeState(page, "CFGGuider")).id;
+  const source = pad.locator(".mova-gpad__source");
+  const readout = pad.locator(".mova-gpad__readout");
+  await focusNode(page, "MOVABridgeGuidance");
+  assert.equal(await source.textContent(), `text CFG = cfg of CFGGuider #${guiderId}`);
+  assert.equal(await readout.textContent(), "5.0 / 1.0", "the shipped workflow starts at the official 5 / 1");
+  await shot(page, "10_bridge_pad_official", pad);
+
+  const target = { x: 0.3, y: 0.2 };
+  await dragPad(page, { x: 0.5, y: 0.7 }, target, pad);
+  const expected = positionToValues(target, AXES); // the guider's cfg (0..100) spans MOVA's 0..20 on the pad
+  const dragged = { cfg: await cfgOf(), bridge_cfg: await bridgeOf() };
+  assert.ok(Math.abs(dragged.cfg - expected.text) <= 0.2 && Math.abs(dragged.bridge_cfg - expected.bridge) <= 0.2,
+    `drag set cfg ${dragged.cfg} / bridge ${dragged.bridge_cfg}, expected about ${expected.text} / ${expected.bridge}`);
+  await page.keyboard.press("ArrowLeft");
+  assert.equal(await cfgOf(), Number((dragged.cfg - 0.1).toFixed(1)), "arrow keys step the guider's cfg");
+  step("bridge pad drag", { to: [dragged.cfg, dragged.bridge_cfg] });
+
+  await setWidgets(page, "CFGGuider", { cfg: 30 }); // typed into the guider, beyond the pad's 0..20
+  await redraw(page);
+  assert.match(await readout.textContent(), /^30\.0 \//, "the pad follows the guider's widget");
+  await pad.locator(".mova-gpad__plot").focus();
+  await page.keyboard.press("ArrowUp");
+  assert.equal(await cfgOf(), 30, "a bridge-only key press leaves the guider's cfg as it is");
+  assert.equal(await bridgeOf(), Number((dragged.bridge_cfg + 0.1).toFixed(1)));
+  await setWidgets(page, "CFGGuider", { cfg: 6.5 });
+  await redraw(page);
+
+  const rewire = (action) => page.evaluate((what) => {
+    const graph = window.app.graph;
+    const bridge = graph.nodes.find((n) => n.comfyClass === "MOVABridgeGuidance");
+    const guider = graph.nodes.find((n) => n.comfyClass === "CFGGuider");
+    const modelInput = guider.inputs.findIndex((input) => input.name === "model");
+    if (what === "cut") guider.disconnectInput(modelInput);
+    if (what === "mend") bridge.connect(0, guider, modelInput);
+    if (what === "second sampler") {
+      const extra = window.LiteGraph.createNode("KSampler");
+      extra.id = 900;
+      graph.add(extra);
+      bridge.connect(0, extra, 0);
+    }
+    if (what === "drop second sampler") graph.remove(graph.getNodeById(900));
+    graph.setDirtyCanvas(true, true);
+  }, action);
+
+  await rewire("cut");
+  await redraw(page);
+  assert.match(await source.textContent(), /no sampler on this MODEL: the pad sets bridge CFG only/);
+  assert.match(await readout.textContent(), /^– \/ /);
+  const before = { cfg: await cfgOf(), bridge_cfg: await bridgeOf() };
+  await dragPad(page, { x: 0.5, y: 0.5 }, { x: 0.9, y: 0.1 }, pad);
+  assert.equal(await cfgOf(), before.cfg, "without a sampler the pad leaves every cfg alone");
+  assert.ok(await bridgeOf() > before.bridge_cfg, "and still sets bridge CFG");
+  await shot(page, "11_bridge_pad_no_sampler", pad);
+  step("bridge pad without a sampler", { source: await source.textContent() });
+
+  await rewire("mend");
+  await rewire("second sampler");
+  await redraw(page);
+  assert.match(await source.textContent(), new RegExp(`feeds 2 samplers \\(CFGGuider #${guiderId}, KSampler #900\\)`));
+  await rewire("drop second sampler");
+  await redraw(page);
+  assert.equal(await source.textContent(), `text CFG = cfg of CFGGuider #${guiderId}`, "re-wiring moves the pad back");
+
+  await dragPad(page, { x: 0.5, y: 0.5 }, { x: 0.62, y: 0.4 }, pad);
+  const final = { cfg: await cfgOf(), bridge_cfg: await bridgeOf() };
+  assert.equal(await readout.textContent(), `${final.cfg.toFixed(1)} / ${final.bridge_cfg.toFixed(1)}`);
+  const saved = (await page.evaluate(() => window.app.graph.serialize())).nodes
+    .find((n) => n.type === "MOVABridgeGuidance");
+  assert.deepEqual(saved.widgets_values, [final.bridge_cfg], "the pad adds nothing to the saved workflow");
+  await shot(page, "12_bridge_pad_final", pad);
+  step("bridge pad final", final);
+  return final;
+}
+
+async function checkNativeWorkflow(page, file) {
+  await loadWorkflow(page, JSON.parse(fs.readFileSync(file, "utf8")), path.basename(file));
+  await page.waitForTimeout(1000);
+  assert.deepEqual(await unknownNodes(page), [], "every node of the native workflow is known (core or MOVA)");
+  assert.equal(await page.locator(".p-dialog:visible").count(), 0, "no missing-node or missing-model dialog");
+  await shot(page, "09_native_loaded");
+  step("native loaded", { workflow: path.basename(file) });
+  const final = await checkBridgePad(page);
+  const small = JSON.parse(args.small);
+  await setWidgets(page, "MOVAAVLatent", { width: small.width, height: small.height, frames: small.frames });
+  await setWidgets(page, "MOVASchedule", { steps: small.steps });
+  return queueAndWatch(page, { CFGGuider: { cfg: final.cfg }, MOVABridgeGuidance: { bridge_cfg: final.bridge_cfg } },
+    "13_native_player");
 }
 
 async function checkMissingModelToast(page, workflow) {
@@ -196,8 +310,9 @@ async function main() {
 
     await setWidgets(page, "MOVASampler", JSON.parse(args.small));
     const cfg = await checkPad(page);
-    summary.clip = await queueAndWatch(page, cfg);
+    summary.clip = await queueAndWatch(page, { MOVASampler: { text_cfg: cfg.text_cfg, bridge_cfg: cfg.bridge_cfg } });
     await shot(page, "06_overview");
+    if (args["native-workflow"]) summary.nativeClip = await checkNativeWorkflow(page, args["native-workflow"]);
     await checkMissingModelToast(page, workflow);
 
     const ours = page.movaLog.filter(isOurs);
