@@ -25,6 +25,8 @@ E2E_SCRIPT = REPO / "tests" / "web" / "e2e" / "run_e2e.js"
 WORKFLOW = REPO / "workflows" / "mova_i2va_basic.json"
 NATIVE_WORKFLOW = REPO / "workflows" / "mova_native_custom_sampler.json"
 """A workflow of stock sampler nodes (SamplerCustomAdvanced, CFGGuider, KSamplerSelect) around MOVA's MODEL."""
+LOADED_ONLY = [path for path in sorted((REPO / "workflows").glob("*.json")) if path not in (WORKFLOW, NATIVE_WORKFLOW)]
+"""The other shipped workflows: loaded (no unknown node), not queued (tests/integration/test_workflows_live.py runs them)."""
 RUN_TIMEOUT_S = 600
 
 
@@ -47,7 +49,7 @@ def test_front_end_end_to_end(comfy_server: ComfyServer, comfyui_path: Path, tmp
     artifacts = Path(os.environ.get("MOVA_E2E_ARTIFACTS") or tmp_path_factory.mktemp("e2e-artifacts"))
     command = [node, str(E2E_SCRIPT), "--url", f"http://127.0.0.1:{comfy_server.port}/", "--workflow", str(WORKFLOW),
                "--native-workflow", str(NATIVE_WORKFLOW), "--artifacts", str(artifacts), "--small", json.dumps(SMALL_CLIP),
-               "--run-timeout", str(RUN_TIMEOUT_S)]
+               "--run-timeout", str(RUN_TIMEOUT_S), *(f"--load-workflow={path}" for path in LOADED_ONLY)]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=2 * RUN_TIMEOUT_S + 180,
                             env=dict(os.environ, CHROMIUM_PATH=chromium))
     assert result.returncode == 0, (f"browser test failed (screenshots in {artifacts}):\n{result.stderr[-6000:]}\n"

@@ -1,11 +1,12 @@
 // End-to-end check of the MOVA front end in a real browser against a running ComfyUI:
 //   node tests/web/e2e/run_e2e.js --url http://127.0.0.1:8188 --workflow workflows/mova_i2va_basic.json \
-//        --native-workflow workflows/mova_native_custom_sampler.json \
+//        --native-workflow workflows/mova_native_custom_sampler.json --load-workflow workflows/mova_native_ksampler.json \
 //        --artifacts /tmp/mova-e2e [--small '{"width":64,"height":48,"frames":5,"steps":2}']
 // Loads a shipped workflow, drags and keys the guidance pad, checks both widgets and the saved workflow,
 // queues the prompt, waits for the clip player's video. Then the same for the native-sampling workflow
 // (stock sampler nodes, no missing node; the pad on MOVA Bridge Guidance sets the CFGGuider's cfg, and
-// bridge CFG alone once the MODEL feeds no sampler or several). Fails on any console error or warning of
+// bridge CFG alone once the MODEL feeds no sampler or several); each --load-workflow only loads (no unknown
+// node; a bridge guidance pad names the sampler it sets). Fails on any console error or warning of
 // ours. Prints a JSON summary; exits 1 with the reason on failure. Driven by
 // tests/integration/test_web_e2e.py (which starts ComfyUI with a tiny model).
 import assert from "node:assert/strict";
@@ -21,6 +22,7 @@ const { values: args } = parseArgs({
     url: { type: "string" },
     workflow: { type: "string" },
     "native-workflow": { type: "string" },
+    "load-workflow": { type: "string", multiple: true, default: [] },
     artifacts: { type: "string", default: "e2e-artifacts" },
     small: { type: "string", default: '{"width":64,"height":48,"frames":5,"steps":2}' },
     "run-timeout": { type: "string", default: "600" },
@@ -277,6 +279,18 @@ async function checkNativeWorkflow(page, file) {
     "13_native_player");
 }
 
+/** Load a workflow: every node known, and each bridge guidance pad bound to the one node with a cfg it feeds. */
+async function checkLoads(page, file) {
+  await loadWorkflow(page, JSON.parse(fs.readFileSync(file, "utf8")), path.basename(file));
+  await page.waitForTimeout(500);
+  assert.deepEqual(await unknownNodes(page), [], `every node of ${path.basename(file)} is known`);
+  const pads = page.locator('.mova-gpad[data-node-class="MOVABridgeGuidance"] .mova-gpad__source');
+  if (await pads.count()) await focusNode(page, "MOVABridgeGuidance"); // a pad follows the links when drawn
+  const sources = await pads.allTextContents();
+  assert.ok(sources.every((text) => /^text CFG = cfg of /.test(text)), `${path.basename(file)}: ${sources}`);
+  step("loads", { workflow: path.basename(file), pads: sources });
+}
+
 async function checkMissingModelToast(page, workflow) {
   const absent = structuredClone(workflow);
   const loader = absent.nodes.find((n) => n.type === "MOVAModelLoader");
@@ -313,6 +327,7 @@ async function main() {
     summary.clip = await queueAndWatch(page, { MOVASampler: { text_cfg: cfg.text_cfg, bridge_cfg: cfg.bridge_cfg } });
     await shot(page, "06_overview");
     if (args["native-workflow"]) summary.nativeClip = await checkNativeWorkflow(page, args["native-workflow"]);
+    for (const file of args["load-workflow"]) await checkLoads(page, file);
     await checkMissingModelToast(page, workflow);
 
     const ours = page.movaLog.filter(isOurs);
