@@ -9,7 +9,7 @@ The numbers are those of the uncached path bit for bit: the same functions run o
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -215,16 +215,12 @@ def conditioned_forward(
     video_timestep: torch.Tensor | float,
     audio_timestep: torch.Tensor | float | None,
     video_fps: float,
-    *,
-    bridge_enabled: bool = True,
-    constants: JointConstants | None = None,
-    video_block_wrapper: VideoBlockWrapper | None = None,
+    **options: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`joint_forward` on the noisy video latents ``[B, z, T, h, w]`` concatenated with the I2V condition
-    ``[B, t + z, T, h, w]`` (:func:`mova_core.conditioning.image_condition`), in the video expert's compute dtype:
-    the one model evaluation of both MOVA Sampler and ComfyUI's native samplers."""
+    """:func:`joint_forward` (``options``: its keyword options) on the noisy video latents ``[B, z, T, h, w]``
+    concatenated with the I2V condition ``[B, t + z, T, h, w]`` (:func:`mova_core.conditioning.image_condition`), in
+    the video expert's compute dtype: the one model evaluation of both MOVA Sampler and ComfyUI's native samplers."""
     dtype = video_dit.compute_dtype
     video_input = torch.cat([video_latents, condition.to(video_latents.device)], dim=1).to(dtype)
     return joint_forward(video_dit, audio_dit, bridge, video_input, audio_latents.to(dtype), context, video_timestep,
-                         audio_timestep, video_fps, bridge_enabled=bridge_enabled, constants=constants,
-                         video_block_wrapper=video_block_wrapper)
+                         audio_timestep, video_fps, **options)
