@@ -231,6 +231,14 @@ async function checkBridgePad(page) {
       bridge.connect(0, extra, 0);
     }
     if (what === "drop second sampler") graph.remove(graph.getNodeById(900));
+    if (what === "patch between") {
+      const shift = window.LiteGraph.createNode("ModelSamplingSD3");
+      shift.id = 901;
+      graph.add(shift);
+      bridge.connect(0, shift, 0);
+      shift.connect(0, guider, modelInput);
+    }
+    if (what === "drop patch") graph.remove(graph.getNodeById(901));
     graph.setDirtyCanvas(true, true);
   }, action);
 
@@ -250,6 +258,11 @@ async function checkBridgePad(page) {
   await redraw(page);
   assert.match(await source.textContent(), new RegExp(`feeds 2 samplers \\(CFGGuider #${guiderId}, KSampler #900\\)`));
   await rewire("drop second sampler");
+  await rewire("patch between");
+  await redraw(page);
+  assert.equal(await source.textContent(), `text CFG = cfg of CFGGuider #${guiderId}`, "followed through a MODEL patch");
+  await rewire("drop patch");
+  await rewire("mend");
   await redraw(page);
   assert.equal(await source.textContent(), `text CFG = cfg of CFGGuider #${guiderId}`, "re-wiring moves the pad back");
 
