@@ -58,6 +58,10 @@ class MovaNetworks(torch.nn.Module):
         """The video expert for a video timestep (0..1000) at the checkpoint's boundary or ``options``' own."""
         return expert_at(video_timestep, (options or {}).get(BOUNDARY_OPTION, self.boundary_timestep))
 
+    def pass_expert(self, timestep: float, kept: tuple[bool, bool], options: Mapping[str, Any] | None = None) -> str:
+        """The expert of a model pass at ``timestep`` (0..1000); a kept video is at timestep 0."""
+        return self.expert(0.0 if kept[0] else timestep, options)
+
     def layout(self, condition: torch.Tensor, packed_size: int) -> AVLayout:
         return AVLayout.of(tuple(condition.shape), packed_size, self.video_dit.config.out_dim,
                            self.audio_dit.config.in_dim)
@@ -86,7 +90,7 @@ class MovaNetworks(torch.nn.Module):
         run = options.get("sample_sigmas")
         if run is not self._run:  # a new sampling run (weights or LoRAs may have changed): fresh memo
             self._constants, self._run = JointConstants(prompts=False), run
-        expert = self.expert(float(video_t[0]), options)
+        expert = self.pass_expert(float(timestep[0]), mova_kept, options)
         video_v, audio_v = conditioned_forward(
             self.experts[expert], self.audio_dit, self.dual_tower_bridge, video, audio, mova_condition,
             prompt_rows(context), video_t, audio_t, float(mova_fps), bridge_enabled=options.get(BRIDGE_OPTION, True),

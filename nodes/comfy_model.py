@@ -33,9 +33,9 @@ from ..mova_core.scheduler import FlowMatchPairScheduler
 from ..mova_core.text_encoder import TextEncoder
 from ..mova_core.video_vae import load_video_vae
 from .lora_patches import AUDIO_PATCHER
-from .av_denoiser import BOUNDARY_OPTION, MovaNetworks
+from .av_denoiser import BOUNDARY_OPTION
 from .expert_residency import experts_needed, resident_experts, skipped_prefixes
-from .native_model import MovaBaseModel, MovaModelConfig
+from .native_model import MovaBaseModel, MovaModelConfig, NativeNetworks
 
 STORAGE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp8_e4m3fn": torch.float8_e4m3fn, "fp32": torch.float32}
 COMFY_ATTENTION = "comfy"
@@ -269,9 +269,8 @@ def _expert_loading(executor: Any, x: torch.Tensor, t: torch.Tensor, c_concat: A
     base = executor.class_obj
     patcher = base.current_patcher
     if isinstance(patcher, NativePatcher) and patcher.resident is not None:
-        kept_video = conds.get("mova_kept", (False, False))[0]
-        timestep = 0.0 if kept_video else float(base.model_sampling.timestep(t[0]))
-        expert = base.diffusion_model.expert(timestep, transformer_options)
+        expert = base.diffusion_model.pass_expert(float(base.model_sampling.timestep(t[0])),
+                                                  conds.get("mova_kept", (False, False)), transformer_options)
         if expert not in patcher.resident:
             patcher.load_expert(expert, tuple(x.shape))
     return executor(x, t, c_concat, c_crossattn, control, transformer_options, **conds)
@@ -280,7 +279,7 @@ def _expert_loading(executor: Any, x: torch.Tensor, t: torch.Tensor, c_concat: A
 def _native_patcher(model: MovaModel) -> comfy.model_patcher.ModelPatcher:
     pipeline, patcher = model.pipeline, model.patchers[HIGH_NOISE_EXPERT]
     storage, compute = model._shared.storage, model.compute_dtype
-    networks = MovaNetworks(pipeline.experts[HIGH_NOISE_EXPERT], pipeline.experts[LOW_NOISE_EXPERT],
+    networks = NativeNetworks(pipeline.experts[HIGH_NOISE_EXPERT], pipeline.experts[LOW_NOISE_EXPERT],
                             pipeline.audio_dit, pipeline.bridge,
                             pipeline.scheduler.boundary_timestep(pipeline.model_index.boundary_ratio))
     config = MovaModelConfig(pipeline.scheduler.config.shift, None if storage == compute else compute)

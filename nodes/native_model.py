@@ -67,12 +67,8 @@ class MovaModelConfig(comfy.supported_models_base.BASE):
 
 
 class NativeNetworks(MovaNetworks):
-    """:class:`MovaNetworks` (sharing ``networks``' modules) whose forward runs inside the MODEL's ``DIFFUSION_MODEL``
+    """:class:`MovaNetworks` whose forward runs inside the MODEL's ``DIFFUSION_MODEL``
     wrappers, as core's diffusion models do: EasyCache and other diffusion-model wrappers reach MOVA."""
-
-    def __init__(self, networks: MovaNetworks):
-        super().__init__(networks.video_dit, networks.video_dit_2, networks.audio_dit, networks.dual_tower_bridge,
-                         networks.boundary_timestep)
 
     def forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor | None = None,
                 transformer_options: dict[str, Any] | None = None, **conds: Any) -> torch.Tensor:
@@ -95,10 +91,10 @@ class MovaBaseModel(comfy.model_base.BaseModel):
     """MOVA's denoiser under ComfyUI's sampling (``ModelType.FLOW``). ``scheduler``: the checkpoint's official
     scheduler (MOVA Schedule reads it)."""
 
-    def __init__(self, config: MovaModelConfig, networks: MovaNetworks, scheduler: FlowMatchPairScheduler,
+    def __init__(self, config: MovaModelConfig, networks: NativeNetworks, scheduler: FlowMatchPairScheduler,
                  activation_bytes_per_value: float, device: torch.device | None = None):
         super().__init__(config, model_type=comfy.model_base.ModelType.FLOW, device=device)
-        self.diffusion_model = NativeNetworks(networks)
+        self.diffusion_model = networks
         self.mova_scheduler = scheduler
         self.activation_bytes_per_value = activation_bytes_per_value
 
