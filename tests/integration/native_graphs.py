@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import soundfile
 import torch
 from safetensors.torch import load_file
 
@@ -15,6 +17,8 @@ from .comfy_server import ComfyServer
 PROMPT, NEGATIVE = "a dog barks on the beach", "blurry, silent"
 CLIP = dict(width=48, height=32, frames=9, fps=16.0)
 SAMPLER_ID, SPLIT_ID, NATIVE_ID, AV_LATENT_ID, SIGMAS_ID = "10", "28", "20", "22", "23"
+MOVA_EULER = "MOVA Euler (official)"
+"""``sampler`` of :func:`add_native` for the MOVAEulerSampler node instead of KSamplerSelect."""
 
 
 def base_graph(model_name: str) -> dict[str, Any]:
@@ -37,6 +41,12 @@ def add_audio(graph: dict[str, Any], file_name: str) -> list:
     return ["5", 0]
 
 
+def write_voice(path: Path, rate: int = 24000) -> None:
+    """A 0.45 s 180 Hz tone (a sound for MOVA AV Latent's / MOVA Sampler's audio input) at ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(str(path), 0.3 * np.sin(2 * np.pi * 180 * np.arange(int(0.45 * rate)) / rate), rate)
+
+
 def add_mova_sampler(graph: dict[str, Any], prefix: str, *, steps: int, seed: int, text_cfg: float,
                      bridge_cfg: float = 1.0, boundary: float = -1.0, **extra: Any) -> None:
     """MOVA Sampler with the checkpoint's shifts; its LATENTs saved as ``<prefix>_video`` / ``<prefix>_audio``."""
@@ -56,9 +66,32 @@ def add_native(graph: dict[str, Any], prefix: str, *, steps: int, seed: int, cfg
                boundary: float = -1.0, sampler: str = "euler", scheduler: str | None = None, noise: str = "mova",
                patches: tuple[dict[str, Any], ...] = (), **av_inputs: Any) -> None:
     """MOVA Native Model (-> Bridge Guidance -> ``patches``, each a node whose ``model`` input is filled in) ->
-    SamplerCustomAdvanced(MOVA Noise or RandomNoise, CFGGuider, KSamplerSelect(``sampler``), MOVA Schedule or
-    BasicScheduler(``scheduler``)) on MOVA AV Latent's latent; saves the AV latent (``<prefix>_av``) and MOVA Split AV
+    SamplerCustomAdvanced(MOVA Noise or RandomNoise, CFGGuider, KSamplerSelect(``sampler``) or MOVA Euler (official)
+    for :data:`MOVA_EULER`, MOVA Schedule or BasicScheduler(``scheduler``)) on MOVA AV Latent's latent; saves the AV latent (``<prefix>_av``) and MOVA Split AV
     Latent's outputs (``<prefix>_video``, ``<prefix>_audio``); the sigmas go to a PreviewAny (node ``"33"``)."""
+    model = add_model(graph, boundary=boundary, bridge_cfg=bridge_cfg, patches=patches)
+    add_av_latent(graph, **av_inputs)
+    graph[SIGMAS_ID] = ({"class_type": "MOVASchedule", "inputs": {"model": model, "steps": steps, "denoise": 1.0}}
+                        if scheduler is None else
+                        {"class_type": "BasicScheduler", "inputs": {"model": model, "scheduler": scheduler,
+                                                                     "steps": steps, "denoise": 1.0}})
+    graph["24"] = ({"class_type": "MOVANoise", "inputs": {"noise_seed": seed}} if noise == "mova" else
+                   {"class_type": "RandomNoise", "inputs": {"noise_seed": seed}})
+    graph["25"] = ({"class_type": "MOVAEulerSampler", "inputs": {}} if sampler == MOVA_EULER else
+                   {"class_type": "KSamplerSelect", "inputs": {"sampler_name": sampler}})
+    graph["26"] = {"class_type": "CFGGuider", "inputs": {"model": model, "positive": [AV_LATENT_ID, 0],
+                                                          "negative": [AV_LATENT_ID, 1], "cfg": cfg}}
+    graph["27"] = {"class_type": "SamplerCustomAdvanced", "inputs": {
+        "noise": ["24", 0], "guider": ["26", 0], "sampler": ["25", 0], "sigmas": [SIGMAS_ID, 0],
+        "latent_image": [AV_LATENT_ID, 2]}}
+    add_split(graph, ["27", 0], prefix)
+    graph["33"] = {"class_type": "PreviewAny", "inputs": {"source": [SIGMAS_ID, 0]}}
+
+
+def add_model(graph: dict[str, Any], *, boundary: float = -1.0, bridge_cfg: float = 1.0,
+              patches: tuple[dict[str, Any], ...] = ()) -> list:
+    """MOVA Native Model -> MOVA Bridge Guidance (unless ``bridge_cfg`` is 1) -> ``patches`` (nodes ``"40"``...,
+    each a node whose ``model`` input is filled in); the last MODEL."""
     graph[NATIVE_ID] = {"class_type": "MOVANativeModel", "inputs": {"mova_model": ["1", 0], "boundary": boundary}}
     model = [NATIVE_ID, 0]
     if bridge_cfg != 1.0:
@@ -68,22 +101,13 @@ def add_native(graph: dict[str, Any], prefix: str, *, steps: int, seed: int, cfg
         node = str(40 + index)
         graph[node] = {"class_type": patch["class_type"], "inputs": {**patch["inputs"], "model": model}}
         model = [node, 0]
+    return model
+
+
+def add_av_latent(graph: dict[str, Any], **av_inputs: Any) -> None:
+    """MOVA AV Latent on the two prompts (node :data:`AV_LATENT_ID`: positive, negative, av_latent)."""
     graph[AV_LATENT_ID] = {"class_type": "MOVAAVLatent", "inputs": {
         "mova_model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], **CLIP, **av_inputs}}
-    graph[SIGMAS_ID] = ({"class_type": "MOVASchedule", "inputs": {"model": model, "steps": steps, "denoise": 1.0}}
-                        if scheduler is None else
-                        {"class_type": "BasicScheduler", "inputs": {"model": model, "scheduler": scheduler,
-                                                                     "steps": steps, "denoise": 1.0}})
-    graph["24"] = ({"class_type": "MOVANoise", "inputs": {"noise_seed": seed}} if noise == "mova" else
-                   {"class_type": "RandomNoise", "inputs": {"noise_seed": seed}})
-    graph["25"] = {"class_type": "KSamplerSelect", "inputs": {"sampler_name": sampler}}
-    graph["26"] = {"class_type": "CFGGuider", "inputs": {"model": model, "positive": [AV_LATENT_ID, 0],
-                                                          "negative": [AV_LATENT_ID, 1], "cfg": cfg}}
-    graph["27"] = {"class_type": "SamplerCustomAdvanced", "inputs": {
-        "noise": ["24", 0], "guider": ["26", 0], "sampler": ["25", 0], "sigmas": [SIGMAS_ID, 0],
-        "latent_image": [AV_LATENT_ID, 2]}}
-    add_split(graph, ["27", 0], prefix)
-    graph["33"] = {"class_type": "PreviewAny", "inputs": {"source": [SIGMAS_ID, 0]}}
 
 
 def add_split(graph: dict[str, Any], av_latent: list, prefix: str) -> None:

@@ -1,0 +1,179 @@
+"""More of ComfyUI's own nodes on MOVA's native MODEL, in a real ComfyUI (own server at DEBUG, as
+``test_native_path.py``: model passes counted from the log, LATENTs read back through SaveLatent).
+
+Two-stage sampling, MOVA Euler (official) off the training grid, SkipLayerGuidanceDiT, the CFG patches of 0.3.64,
+MOVA Video VAE with VAEDecode / VAEDecodeTiled / VAEEncode, and what SetLatentNoiseMask does to the AV latent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from mova_core.config import VideoVAEConfig
+from mova_core.tiny import WEIGHTS_FILE, cached_tiny_checkpoint, random_state_dict
+from mova_core.video_vae import VideoVAE
+
+from . import native_graphs as ng
+from .comfy_server import ComfyServer, WorkflowFailed
+from .conftest import DEFAULT_START_TIMEOUT, PACK_DIR
+from .test_mova_nodes import MODEL as TINY
+from .test_native_path import CHECKPOINTS, PARITY_TOLERANCE, VOICE, max_diff, native_only, run
+
+WAN_VAE_MODEL = "tiny-mova-wan21-vae"
+"""The tiny MOVA with a video VAE of the released Wan 2.1 shape (base_dim 96, z 16; random weights): ComfyUI
+0.3.64's VAE loader builds only that shape."""
+
+
+def write_wan_vae_checkpoint(folder: Path) -> Path:
+    """The tiny MOVA with its video VAE replaced by a Wan 2.1-shaped one (bf16 on disk, 254 MB)."""
+    shutil.copytree(cached_tiny_checkpoint(), folder, ignore=shutil.ignore_patterns("video_vae"))
+    config = VideoVAEConfig()
+    with torch.device("meta"):
+        shapes = VideoVAE(config)
+    (folder / "video_vae").mkdir()
+    weights = {name: tensor.to(torch.bfloat16) for name, tensor in random_state_dict(shapes, seed=5).items()}
+    save_file(weights, str(folder / "video_vae" / WEIGHTS_FILE))
+    (folder / "video_vae" / "config.json").write_text(json.dumps(
+        {"_class_name": "AutoencoderKLWan", **config.to_dict(), "is_residual": False}), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(comfyui_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComfyServer]:
+    """A server at DEBUG (the pass lines) with the parity checkpoints, the tiny MOVA, its Wan 2.1-VAE twin, a sound."""
+    comfy = ComfyServer(comfyui_path, os.environ.get("COMFYUI_PYTHON", sys.executable),
+                        tmp_path_factory.mktemp("comfyui-native-more"), PACK_DIR)
+    for name, path in CHECKPOINTS.items():
+        comfy.link_model("mova", path, name)
+    comfy.link_model("mova", cached_tiny_checkpoint(), TINY)
+    comfy.link_model("mova", write_wan_vae_checkpoint(tmp_path_factory.mktemp("wan-vae") / "model"), WAN_VAE_MODEL)
+    ng.write_voice(comfy.base_dir / "input" / VOICE)
+    comfy.start(timeout=float(os.environ.get("COMFYUI_START_TIMEOUT", DEFAULT_START_TIMEOUT)),
+                extra_args=["--verbose", "DEBUG"])
+    try:
+        yield comfy
+    finally:
+        comfy.stop()
+
+
+def ksampler_advanced(model: list, latent: list, *, steps: int, start: int, end: int, add_noise: bool,
+                      leftover: bool, seed: int = 7, cfg: float = 4.0) -> dict[str, Any]:
+    """KSamplerAdvanced (euler, simple) on MOVA AV Latent's conditioning."""
+    return {"class_type": "KSamplerAdvanced", "inputs": {
+        "model": model, "add_noise": "enable" if add_noise else "disable", "noise_seed": seed, "steps": steps,
+        "cfg": cfg, "sampler_name": "euler", "scheduler": "simple", "positive": [ng.AV_LATENT_ID, 0],
+        "negative": [ng.AV_LATENT_ID, 1], "latent_image": latent, "start_at_step": start, "end_at_step": end,
+        "return_with_leftover_noise": "enable" if leftover else "disable"}}
+
+
+def timesteps(passes: list[tuple]) -> list[float]:
+    return [t for _, t, _ in passes]
+
+
+# -- 1. two-stage sampling -------------------------------------------------------------------------------------------
+# Euler is a one-step method: each step depends only on (x, sigma_i, sigma_i+1), so stopping after step k with the
+# leftover noise and going on from sigma_k gives the one-stage result. ComfyUI's flow-model noise scaling divides the
+# first stage's output by 1 - sigma_k and the second stage (no noise added) multiplies it back: float rounding only.
+# (Multistep samplers, e.g. dpmpp_2m / uni_pc, restart their history at the split; ancestral / SDE ones draw noise per
+# step: neither is exact.) The split at step 3 of 4 on tiny-e is where the MODEL switches to video_dit_2 (the Wan 2.2
+# "high-noise steps, then the rest" place; MOVA's MODEL switches experts itself, so one MODEL drives both stages).
+
+def test_ksampler_advanced_two_stages_equal_one_stage(server: ComfyServer):
+    """KSamplerAdvanced over all steps equals KSampler bit for bit; high-noise steps (leftover noise) then the rest (no
+    noise added) equal the one-stage run within 1e-4, with the same model passes."""
+    graph = ng.base_graph("tiny-e")
+    model = ng.add_model(graph)
+    ng.add_av_latent(graph)
+    latent = [ng.AV_LATENT_ID, 2]
+    graph["50"] = ksampler_advanced(model, latent, steps=4, start=0, end=10000, add_noise=True, leftover=False)
+    graph["51"] = ksampler_advanced(model, latent, steps=4, start=0, end=3, add_noise=True, leftover=True)
+    graph["52"] = ksampler_advanced(model, ["51", 0], steps=4, start=3, end=10000, add_noise=False, leftover=False)
+    for node, source in (("53", "50"), ("54", "52")):
+        ng.save_latent(graph, node, [source, 0], f"ksa/{source}")
+    ng.add_ksampler(graph, "ksa/ksampler", steps=4, seed=7, cfg=4.0)
+    entry, passes = run(server, graph)
+    latents = ng.saved_latents(server, entry)
+    one, two = latents["ksa/50"], latents["ksa/52"]
+    gap = max_diff(two, one)
+    print(f"\nKSamplerAdvanced 3 + 1 steps vs 4 steps (tiny-e): max |latent diff| {gap:.1e}, latent max "
+          f"{one.abs().max():.2f}")
+    assert gap <= PARITY_TOLERANCE and one.abs().max() > 0.5
+    assert max_diff(latents["ksa/ksampler_av"], one) == 0.0
+    steps = Counter(round(t, 1) for t in timesteps(passes))  # each step's timestep once per run: 3 runs
+    assert len(passes) == 12 and len(steps) == 4 and set(steps.values()) == {3}
+
+
+def test_sampler_custom_and_split_sigmas_two_stages_equal_mova_sampler(server: ComfyServer):
+    """SamplerCustom (its own seeded noise, = MOVA Noise) with euler and MOVA Schedule, and SplitSigmas(3) into two
+    SamplerCustomAdvanced (MOVA Noise, then DisableNoise on the first one's output), each give MOVA Sampler's latents
+    within 1e-4."""
+    graph = ng.base_graph("tiny-e")
+    ng.add_mova_sampler(graph, "split/ref", steps=4, seed=7, text_cfg=4.0)
+    ng.add_native(graph, "split/one", steps=4, seed=7, cfg=4.0)
+    model = [ng.NATIVE_ID, 0]
+    graph["60"] = {"class_type": "SamplerCustom", "inputs": {
+        "model": model, "add_noise": True, "noise_seed": 7, "cfg": 4.0, "positive": [ng.AV_LATENT_ID, 0],
+        "negative": [ng.AV_LATENT_ID, 1], "sampler": ["25", 0], "sigmas": [ng.SIGMAS_ID, 0],
+        "latent_image": [ng.AV_LATENT_ID, 2]}}
+    graph["61"] = {"class_type": "SplitSigmas", "inputs": {"sigmas": [ng.SIGMAS_ID, 0], "step": 3}}
+    graph["62"] = {"class_type": "SamplerCustomAdvanced", "inputs": {
+        "noise": ["24", 0], "guider": ["26", 0], "sampler": ["25", 0], "sigmas": ["61", 0],
+        "latent_image": [ng.AV_LATENT_ID, 2]}}
+    graph["63"] = {"class_type": "DisableNoise", "inputs": {}}
+    graph["64"] = {"class_type": "SamplerCustomAdvanced", "inputs": {
+        "noise": ["63", 0], "guider": ["26", 0], "sampler": ["25", 0], "sigmas": ["61", 1], "latent_image": ["62", 0]}}
+    ng.save_latent(graph, "65", ["60", 0], "split/sampler_custom")
+    ng.save_latent(graph, "66", ["64", 0], "split/two")
+    entry, passes = run(server, graph)
+    latents = ng.saved_latents(server, entry)
+    one = latents["split/one_av"]
+    for name in ("split/sampler_custom", "split/two"):
+        assert max_diff(latents[name], one) <= PARITY_TOLERANCE, name
+    assert max_diff(latents["split/one_video"], latents["split/ref_video"]) <= PARITY_TOLERANCE
+    assert len(passes) == 12  # one-stage, SamplerCustom, 3 + 1
+
+
+# -- 2. MOVA Euler (official) off the training grid ------------------------------------------------------------------
+
+@pytest.mark.parametrize("model, steps", [("tiny-e", 7), ("tiny-d", 5)])
+def test_mova_euler_matches_mova_sampler_off_the_grid(server: ComfyServer, model: str, steps: int):
+    """At step counts whose schedule is off the training grid, MOVA Euler (official) + MOVA Schedule gives MOVA
+    Sampler's latents within 1e-4 (it steps between the snapped sigmas, as the official sampler does), where
+    KSamplerSelect's euler differs by more than 1e-3; split in two stages (SplitSigmas) it is unchanged."""
+    graph = ng.base_graph(model)
+    ng.add_mova_sampler(graph, f"euler/{model}_ref", steps=steps, seed=7, text_cfg=4.0, bridge_cfg=1.5)
+    ng.add_native(graph, f"euler/{model}_official", steps=steps, seed=7, cfg=4.0, bridge_cfg=1.5, sampler=ng.MOVA_EULER)
+    graph["61"] = {"class_type": "SplitSigmas", "inputs": {"sigmas": [ng.SIGMAS_ID, 0], "step": 2}}
+    graph["62"] = {"class_type": "SamplerCustomAdvanced", "inputs": {
+        "noise": ["24", 0], "guider": ["26", 0], "sampler": ["25", 0], "sigmas": ["61", 0],
+        "latent_image": [ng.AV_LATENT_ID, 2]}}
+    graph["63"] = {"class_type": "DisableNoise", "inputs": {}}
+    graph["64"] = {"class_type": "SamplerCustomAdvanced", "inputs": {
+        "noise": ["63", 0], "guider": ["26", 0], "sampler": ["25", 0], "sigmas": ["61", 1], "latent_image": ["62", 0]}}
+    ng.save_latent(graph, "66", ["64", 0], f"euler/{model}_two")
+    entry, passes = run(server, graph)
+    latents = ng.saved_latents(server, entry)
+    gaps = {part: max_diff(latents[f"euler/{model}_official_{part}"], latents[f"euler/{model}_ref_{part}"])
+            for part in ("video", "audio")}
+    assert max(gaps.values()) <= PARITY_TOLERANCE, gaps
+    assert max_diff(latents[f"euler/{model}_two"], latents[f"euler/{model}_official_av"]) <= PARITY_TOLERANCE
+    assert len(passes) == 4 * steps  # text CFG and bridge-off, one-stage and two-stage
+
+    euler, prefix = native_only(model, f"euler/{model}_ksampler_select", steps=steps, seed=7, cfg=4.0, bridge_cfg=1.5)
+    stock = ng.saved_latents(server, run(server, euler)[0])[f"{prefix}_video"]
+    stock_gap = max_diff(stock, latents[f"euler/{model}_ref_video"])
+    print(f"\n{model}, {steps} steps: MOVA Euler (official) vs MOVA Sampler max |diff| {max(gaps.values()):.1e}; "
+          f"KSamplerSelect euler {stock_gap:.1e}")
+    assert stock_gap > 1e-3
