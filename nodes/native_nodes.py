@@ -12,6 +12,7 @@ from ..mova_core.settings import SEED_MAX
 from .comfy_io import CATEGORY, MovaModelType, number_input
 from .comfy_model import MovaModel
 from .native_sampling import MovaNoise, build_av_latent, mova_euler, mova_sigmas, split_av_latent, with_bridge_guidance
+from .native_vae import native_video_vae
 from .widgets import CHECKPOINT_VALUE, NATIVE, SAMPLER, settings_problem
 
 NATIVE_CATEGORY = f"{CATEGORY}/native sampling"
@@ -152,5 +153,21 @@ class MOVABridgeGuidance(io.ComfyNode):
         return io.NodeOutput(with_bridge_guidance(model, bridge_cfg))
 
 
+class MOVAVideoVAE(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="MOVAVideoVAE", display_name="MOVA Video VAE", category=NATIVE_CATEGORY,
+            description="MOVA's video VAE (Wan 2.1) as a VAE for ComfyUI's VAEDecode, VAEDecodeTiled and VAEEncode, "
+                        "e.g. on MOVA Split AV Latent's video_latent. Holds a copy of the VAE's weights.",
+            inputs=[MovaModelType.Input("mova_model")],
+            outputs=[io.Vae.Output(display_name="vae")],
+        )
+
+    @classmethod
+    def execute(cls, mova_model: MovaModel) -> io.NodeOutput:
+        return io.NodeOutput(native_video_vae(mova_model))
+
+
 NATIVE_NODES = [MOVANativeModel, MOVAAVLatent, MOVASplitAVLatent, MOVASchedule, MOVAEulerSampler, MOVANoise,
-                MOVABridgeGuidance]
+                MOVABridgeGuidance, MOVAVideoVAE]

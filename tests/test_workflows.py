@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 PACK_NODES = {"MOVAModelLoader", "MOVALoraLoader", "MOVATextEncode", "MOVAPromptRewriter", "MOVASampler", "MOVALongVideo",
               "MOVADecode", "MOVAEncode", "MOVAAVMux", "MOVANativeModel", "MOVAAVLatent", "MOVASplitAVLatent",
-              "MOVASchedule", "MOVAEulerSampler", "MOVANoise", "MOVABridgeGuidance"}
+              "MOVASchedule", "MOVAEulerSampler", "MOVANoise", "MOVABridgeGuidance", "MOVAVideoVAE"}
 NATIVE_SAMPLING = {"mova_native_custom_sampler", "mova_native_ksampler"}
 """Workflows sampling MOVA's MODEL with ComfyUI's own sampler nodes."""
 SHIPPED = {"mova_i2va_basic", "mova_t2va", "mova_i2va_prompt_rewriter", "mova_lora_stack", "mova_i2va_low_vram",

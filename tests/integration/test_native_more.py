@@ -177,3 +177,67 @@ def test_mova_euler_matches_mova_sampler_off_the_grid(server: ComfyServer, model
     print(f"\n{model}, {steps} steps: MOVA Euler (official) vs MOVA Sampler max |diff| {max(gaps.values()):.1e}; "
           f"KSamplerSelect euler {stock_gap:.1e}")
     assert stock_gap > 1e-3
+
+
+# -- 5. MOVA Video VAE: ComfyUI's VAE nodes with MOVA's own video VAE ------------------------------------------------
+
+def saved_images(server: ComfyServer, entry: dict[str, Any], node: str) -> np.ndarray:
+    """The frames a SaveImage node wrote (8-bit PNG), as float ``[F, H, W, 3]`` in 0..1."""
+    files = entry["outputs"][node]["images"]
+    return np.stack([np.asarray(Image.open(server.output_dir / saved["subfolder"] / saved["filename"]), np.float32)
+                     for saved in files]) / 255.0
+
+
+def test_video_vae_decodes_and_encodes_as_mova_does(server: ComfyServer):
+    """MOVA Video VAE gives ComfyUI's own VAE the checkpoint's video VAE (keys renamed from diffusers' layout to the
+    original Wan 2.1 one). VAEDecode of MOVA Split AV Latent's video LATENT gives MOVA Decode's frames (8-bit PNGs
+    equal within one level; re-encoded by MOVA Encode, the two decodes' latents agree within 1e-4, so the float frames
+    agree far below a PNG level), VAEDecodeTiled with one tile gives the same frames (smaller tiles run; ComfyUI's
+    temporal tiles restart the causal decoder, so 8-frame tiles change frames a lot on these random weights), and
+    VAEEncode of MOVA Decode's frames equals MOVA Encode's latents within 1e-4."""
+    graph = ng.base_graph(WAN_VAE_MODEL)
+    ng.add_native(graph, "vae/run", steps=2, seed=7, cfg=4.0)
+    graph["70"] = {"class_type": "MOVADecode", "inputs": {
+        "mova_model": ["1", 0], "video_latent": [ng.SPLIT_ID, 0], "audio_latent": [ng.SPLIT_ID, 1],
+        "normalize_loudness": False, "target_lufs": -16.0, "tiled_decode": False, "tile_size": 256, "tile_overlap": 64}}
+    graph["71"] = {"class_type": "MOVAVideoVAE", "inputs": {"mova_model": ["1", 0]}}
+    graph["72"] = {"class_type": "VAEDecode", "inputs": {"samples": [ng.SPLIT_ID, 0], "vae": ["71", 0]}}
+    graph["73"] = {"class_type": "VAEDecodeTiled", "inputs": {
+        "samples": [ng.SPLIT_ID, 0], "vae": ["71", 0], "tile_size": 512, "overlap": 64, "temporal_size": 64,
+        "temporal_overlap": 8}}
+    graph["81"] = {"class_type": "VAEDecodeTiled", "inputs": {
+        "samples": [ng.SPLIT_ID, 0], "vae": ["71", 0], "tile_size": 64, "overlap": 16, "temporal_size": 8,
+        "temporal_overlap": 4}}
+    graph["82"] = {"class_type": "SaveImage", "inputs": {"images": ["81", 0], "filename_prefix": "vae/small_tiles"}}
+    graph["74"] = {"class_type": "SaveImage", "inputs": {"images": ["70", 0], "filename_prefix": "vae/mova"}}
+    graph["75"] = {"class_type": "SaveImage", "inputs": {"images": ["72", 0], "filename_prefix": "vae/native"}}
+    graph["76"] = {"class_type": "SaveImage", "inputs": {"images": ["73", 0], "filename_prefix": "vae/tiled"}}
+    graph["77"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["70", 0], "vae": ["71", 0]}}
+    for node, images, prefix in (("78", ["70", 0], "vae/mova_encode"), ("79", ["72", 0], "vae/mova_encode_native")):
+        graph[node] = {"class_type": "MOVAEncode", "inputs": {"mova_model": ["1", 0], "images": images, "fps": 16.0}}
+        ng.save_latent(graph, f"8{node[1]}", [node, 0], prefix)
+    ng.save_latent(graph, "80", ["77", 0], "vae/native_encode")
+    entry, _ = run(server, graph, timeout=600)
+    latents = ng.saved_latents(server, entry)
+    mova, native, tiled, small = (saved_images(server, entry, node) for node in ("74", "75", "76", "82"))
+    assert mova.shape == native.shape == tiled.shape == small.shape == (9, 32, 48, 3)
+    assert np.abs(native - mova).max() <= 1 / 255 + 1e-6 and len(np.unique(mova)) > 50
+    decode_gap = max_diff(latents["vae/mova_encode_native"], latents["vae/mova_encode"])
+    encode_gap = max_diff(latents["vae/native_encode"], latents["vae/mova_encode"])
+    print(f"\nMOVA Video VAE: PNG frames identical in {np.mean(native == mova):.1%} of values (at most 1 level apart); "
+          f"MOVA Encode of the two decodes max |diff| {decode_gap:.1e}; VAEEncode vs MOVA Encode {encode_gap:.1e} "
+          f"(latents up to {latents['vae/mova_encode'].abs().max():.2f}); VAEDecodeTiled vs VAEDecode: one tile "
+          f"{np.abs(tiled - native).max():.3f}, 64-pixel tiles of 8 frames {np.abs(small - native).max():.3f}")
+    assert decode_gap <= PARITY_TOLERANCE and encode_gap <= PARITY_TOLERANCE
+    assert np.abs(tiled - native).max() <= 1 / 255 + 1e-6  # one tile: the plain decode
+
+
+def test_video_vae_of_another_shape_names_the_difference(server: ComfyServer):
+    """ComfyUI builds only the Wan 2.1 VAE's shape: tiny-e's (z 8, dim_mult 1,2,3,3, one res block) is refused by
+    name, pointing at MOVA Decode."""
+    graph = ng.base_graph("tiny-e")
+    graph["71"] = {"class_type": "MOVAVideoVAE", "inputs": {"mova_model": ["1", 0]}}
+    graph["72"] = {"class_type": "PreviewAny", "inputs": {"source": ["71", 0]}}
+    with pytest.raises(WorkflowFailed, match=r"video VAE differs from the Wan 2.1 VAE ComfyUI builds .*'z_dim': 8.*"
+                                             r"Decode with MOVA Decode"):
+        server.run_workflow(graph, timeout=300)
