@@ -27,6 +27,8 @@ BOUNDARY_OPTION = "mova_boundary"
 """``transformer_options`` key: the expert-switch timestep (0..1000) instead of the checkpoint's."""
 CONDITION_KEY = "mova_condition"
 FPS_KEY = "mova_fps"
+GIVEN_AUDIO_KEY = "mova_given_audio"
+"""Conditioning key: the kept audio's latents ``[1, Ca, L]`` (MOVA AV Latent's audio), what the model sees for it."""
 CONDITION_MISSING = ("MOVA's native MODEL needs the I2V condition and fps that MOVA AV Latent adds to the "
                      "conditioning: route positive and negative through MOVA AV Latent and sample its latent.")
 

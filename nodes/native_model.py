@@ -26,7 +26,8 @@ import comfy.supported_models_base
 import comfy.utils
 
 from ..mova_core.scheduler import FlowMatchPairScheduler
-from .av_denoiser import BRIDGE_OPTION, CONDITION_KEY, FPS_KEY, MovaNetworks
+from .av_denoiser import BRIDGE_OPTION, CONDITION_KEY, FPS_KEY, GIVEN_AUDIO_KEY, MovaNetworks
+from .av_latent import AVLayout
 
 log = logging.getLogger(__name__)
 
@@ -111,10 +112,21 @@ class MovaBaseModel(comfy.model_base.BaseModel):
             kept = tuple(not bool(part.any()) for part in layout.unpack(mask))
             if any(kept):
                 out["mova_kept"] = comfy.conds.CONDConstant(kept)
-                out["mova_clean"] = comfy.conds.CONDRegular(latent)
+                out["mova_clean"] = comfy.conds.CONDRegular(_kept_values(layout, latent, kept,
+                                                                          kwargs.get(GIVEN_AUDIO_KEY)))
         return out
 
     def memory_required(self, input_shape: tuple[int, ...], cond_shapes: dict[str, Any] = {}) -> float:
         """Bytes one pass needs beside the weights: proportional to the packed values (see
         :func:`.comfy_model.activation_bytes_per_value`)."""
         return input_shape[0] * input_shape[-1] * self.activation_bytes_per_value
+
+
+def _kept_values(layout: AVLayout, latent: torch.Tensor, kept: tuple[bool, bool],
+                 given_audio: torch.Tensor | None) -> torch.Tensor:
+    """The clean values of the kept modalities: the sampled latent's, a kept audio's from MOVA AV Latent (the second
+    stage of a two-stage run samples the first stage's output, whose kept part holds that stage's leftover noise)."""
+    if not kept[1] or given_audio is None:
+        return latent
+    video, _ = layout.unpack(latent)
+    return layout.pack(video, given_audio.to(video).expand(video.shape[0], -1, -1))

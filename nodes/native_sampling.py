@@ -24,7 +24,7 @@ from ..mova_core.settings import GenerationSettings
 from .av_latent import AVLayout, av_latent, clip_settings, is_nested, layout_of
 from .comfy_model import MovaModel
 from .latents import GIVEN_WAVEFORM, audio_latent, video_latent
-from .av_denoiser import BRIDGE_OPTION, CONDITION_KEY, FPS_KEY
+from .av_denoiser import BRIDGE_OPTION, CONDITION_KEY, FPS_KEY, GIVEN_AUDIO_KEY
 from .native_model import MovaBaseModel, nested_tensor_class
 from .widgets import NODE_NAMES
 
@@ -51,6 +51,8 @@ def build_av_latent(model: MovaModel, positive: Any, negative: Any, *, width: in
     if given is not None:
         clip[GIVEN_WAVEFORM] = driving.kept("audio")
     values = {CONDITION_KEY: condition, FPS_KEY: s.fps}
+    if given is not None:
+        values[GIVEN_AUDIO_KEY] = sound.to(mm.intermediate_device())
     return (node_helpers.conditioning_set_values(positive, values), node_helpers.conditioning_set_values(negative, values),
             av_latent(samples, layout, clip, None if given is None else layout.modality_values(1.0, 0.0, nested)))
 
