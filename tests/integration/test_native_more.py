@@ -206,6 +206,81 @@ def test_mova_euler_matches_mova_sampler_off_the_grid(server: ComfyServer, model
     assert stock_gap > 1e-3
 
 
+# -- 3. SkipLayerGuidanceDiT ------------------------------------------------------------------------------------------
+
+def skip_layers(double_layers: str) -> dict[str, Any]:
+    """SkipLayerGuidanceDiT over the whole schedule (its defaults guide only 1-15 %), no single blocks (MOVA has none)."""
+    return {"class_type": "SkipLayerGuidanceDiT", "inputs": {
+        "double_layers": double_layers, "single_layers": "", "scale": 3.0, "start_percent": 0.0, "end_percent": 1.0,
+        "rescaling_scale": 0.0}}
+
+
+def test_skip_layer_guidance_skips_a_video_block(server: ComfyServer):
+    """SkipLayerGuidanceDiT's double_layers address the video DiT's blocks (tiny-e has 3): skipping block 1 adds one
+    positive-only pass per step and changes the output; an index past the last block skips nothing, so its extra
+    pass repeats the positive's prediction and the output stays the plain one (up to the rounding of a batch-1
+    against a batch-2 pass)."""
+    settings = dict(steps=4, seed=7, cfg=4.0)
+    results = {}
+    for name, patches in (("plain", ()), ("block1", (skip_layers("1"),)), ("block9", (skip_layers("9"),))):
+        graph, prefix = native_only("tiny-e", f"slg/{name}", patches=patches, **settings)
+        entry, passes = run(server, graph)
+        results[name] = ng.saved_latents(server, entry)[f"{prefix}_av"], sorted(batch for batch, _, _ in passes)
+    plain, plain_passes = results["plain"]
+    assert plain_passes == [2] * 4
+    for name in ("block1", "block9"):
+        assert results[name][1] == [1] * 4 + [2] * 4, name  # the skip-layer pass: the positive alone
+    skipped, missing = max_diff(results["block1"][0], plain), max_diff(results["block9"][0], plain)
+    print(f"\nSkipLayerGuidanceDiT scale 3 on tiny-e: block 1 max |latent diff| {skipped:.3f}, block 9 {missing:.1e}")
+    assert skipped > 1e-2 and missing <= 1e-5 and torch.isfinite(results["block1"][0]).all()
+
+
+# -- 4. CFG patches of ComfyUI 0.3.64 ---------------------------------------------------------------------------------
+# They see MOVA's packed latent [B, 1, N] (video values, then audio): a norm "over channels" (dim 1: CFGNorm, Mahiro's
+# similarity) is taken per value there, a norm over the last three dims (APG) spans the whole clip, video and audio
+# together, and TCFG / CFGZeroStar flatten each prediction as they do for any latent.
+
+CFG_PATCHES = {
+    "CFGNorm": {"strength": 1.0},
+    "APG": {"eta": 1.0, "norm_threshold": 5.0, "momentum": 0.0},
+    "Mahiro": {},
+    "TCFG": {},
+    "CFGZeroStar": {},
+}
+
+
+@pytest.mark.parametrize("patch", list(CFG_PATCHES))
+def test_cfg_patches_change_the_guidance_alone_and_with_bridge_guidance(server: ComfyServer, patch: str):
+    """Each patch runs to finite latents and changes the output, on its own and after MOVA Bridge Guidance (whose
+    bridge-off pass still runs at every step)."""
+    node = {"class_type": patch, "inputs": CFG_PATCHES[patch]}
+    settings = dict(steps=4, seed=7, cfg=4.0)
+    outputs = {}
+    for bridge_cfg in (1.0, 2.0):
+        for patches in ((), (node,)):
+            graph, prefix = native_only("tiny-e", f"cfg/{patch}_{bridge_cfg}_{len(patches)}", bridge_cfg=bridge_cfg,
+                                        patches=patches, **settings)
+            entry, passes = run(server, graph)
+            outputs[bridge_cfg, bool(patches)] = ng.saved_latents(server, entry)[f"{prefix}_av"]
+            assert sum(not on for _, _, on in passes) == (4 if bridge_cfg != 1.0 else 0)
+    gaps = {bridge_cfg: max_diff(outputs[bridge_cfg, True], outputs[bridge_cfg, False]) for bridge_cfg in (1.0, 2.0)}
+    print(f"\n{patch}: max |latent diff| to plain CFG {gaps[1.0]:.3f}, to bridge CFG 2 alone {gaps[2.0]:.3f}")
+    assert all(torch.isfinite(output).all() for output in outputs.values())
+    assert min(gaps.values()) > 1e-3
+
+
+def test_apg_without_projection_limits_is_cfg_one_higher(server: ComfyServer):
+    """APG at eta 1, no norm threshold, no momentum leaves the guidance vector as it is; its pre-CFG step then gives
+    the positive prediction + guidance / cfg, so CFG at cfg gives uncond + (cfg + 1) * guidance: plain CFG at cfg + 1
+    within 1e-4. The patch reaches MOVA's two predictions exactly as it reaches any model's."""
+    apg = {"class_type": "APG", "inputs": {"eta": 1.0, "norm_threshold": 0.0, "momentum": 0.0}}
+    graph, prefix = native_only("tiny-e", "apg/plain_cfg", steps=4, seed=7, cfg=4.0, patches=(apg,))
+    patched = ng.saved_latents(server, run(server, graph)[0])[f"{prefix}_av"]
+    graph, prefix = native_only("tiny-e", "apg/cfg5", steps=4, seed=7, cfg=5.0)
+    higher = ng.saved_latents(server, run(server, graph)[0])[f"{prefix}_av"]
+    assert max_diff(patched, higher) <= PARITY_TOLERANCE
+
+
 # -- 5. MOVA Video VAE: ComfyUI's VAE nodes with MOVA's own video VAE ------------------------------------------------
 
 def saved_images(server: ComfyServer, entry: dict[str, Any], node: str) -> np.ndarray:
