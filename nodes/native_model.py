@@ -27,7 +27,7 @@ import comfy.utils
 
 from ..mova_core.scheduler import FlowMatchPairScheduler
 from .av_denoiser import BRIDGE_OPTION, CONDITION_KEY, FPS_KEY, GIVEN_AUDIO_KEY, MovaNetworks
-from .av_latent import AVLayout
+from .av_latent import AVLayout, is_nested
 
 log = logging.getLogger(__name__)
 
@@ -130,3 +130,25 @@ def _kept_values(layout: AVLayout, latent: torch.Tensor, kept: tuple[bool, bool]
         return latent
     video, _ = layout.unpack(latent)
     return layout.pack(video, given_audio.to(video).expand(video.shape[0], -1, -1))
+
+
+NOISE_MASK_MISFIT = (
+    "latent_image: its noise mask {shape} (e.g. from Set Latent Noise Mask) does not fit MOVA's AV latent, which holds "
+    "the video and the audio packed together: a MASK over the picture cannot mark parts of it. To keep a sound, connect "
+    "it to MOVA AV Latent's audio input and sample MOVA AV Latent's latent without a new noise mask.")
+
+
+def noise_mask_check(executor: Any, noise: Any, latent_image: Any, sampler: Any, sigmas: torch.Tensor,
+                     denoise_mask: Any = None, *args: Any, **kwargs: Any) -> Any:
+    """OUTER_SAMPLE wrapper: a noise mask must be MOVA AV Latent's kind (packed ``[B, 1, N]`` or nested like the
+    latent); ComfyUI would interpolate an image MASK over the packed values (0.3.64: a shape error from torch)."""
+    if denoise_mask is not None and not _mask_fits(denoise_mask, latent_image):
+        shown = "nested" if is_nested(denoise_mask) else f"of shape {tuple(denoise_mask.shape)}"
+        raise ValueError(NOISE_MASK_MISFIT.format(shape=shown))
+    return executor(noise, latent_image, sampler, sigmas, denoise_mask, *args, **kwargs)
+
+
+def _mask_fits(mask: Any, latent: Any) -> bool:
+    if is_nested(mask) or is_nested(latent):
+        return is_nested(mask) and is_nested(latent)
+    return mask.ndim == 3 and mask.shape[1] == 1 and mask.shape[-1] == latent.shape[-1]

@@ -29,7 +29,7 @@ from . import native_graphs as ng
 from .comfy_server import ComfyServer, WorkflowFailed
 from .conftest import DEFAULT_START_TIMEOUT, PACK_DIR
 from .test_mova_nodes import MODEL as TINY
-from .test_native_path import CHECKPOINTS, PARITY_TOLERANCE, VOICE, max_diff, native_only, run
+from .test_native_path import CHECKPOINTS, PARITY_TOLERANCE, PASS_LINE, VOICE, max_diff, native_only, run
 
 WAN_VAE_MODEL = "tiny-mova-wan21-vae"
 """The tiny MOVA with a video VAE of the released Wan 2.1 shape (base_dim 96, z 16; random weights): ComfyUI
@@ -343,3 +343,25 @@ def test_video_vae_of_another_shape_names_the_difference(server: ComfyServer):
     with pytest.raises(WorkflowFailed, match=r"video VAE differs from the Wan 2.1 VAE ComfyUI builds .*'z_dim': 8.*"
                                              r"Decode with MOVA Decode"):
         server.run_workflow(graph, timeout=300)
+
+
+# -- 6. SetLatentNoiseMask on the AV latent ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("with_audio", [False, True])
+def test_set_latent_noise_mask_is_refused_with_the_fix(server: ComfyServer, with_audio: bool):
+    """SetLatentNoiseMask puts an image MASK [1, 1, H, W] on the LATENT; ComfyUI would interpolate it over the packed
+    video + audio values (0.3.64 fails inside torch: the latent has one spatial dimension). MOVA's MODEL refuses it
+    before any model pass, naming MOVA AV Latent's audio input as the way to keep a sound, with or without a kept
+    sound in the latent."""
+    graph = ng.base_graph("tiny-e")
+    ng.add_native(graph, f"mask/{with_audio}", steps=2, seed=7, cfg=4.0,
+                  **({"audio": ng.add_audio(graph, VOICE)} if with_audio else {}))
+    graph["90"] = {"class_type": "SolidMask", "inputs": {"value": 0.0, "width": 48, "height": 32}}
+    graph["91"] = {"class_type": "SetLatentNoiseMask", "inputs": {"samples": [ng.AV_LATENT_ID, 2], "mask": ["90", 0]}}
+    graph["27"]["inputs"]["latent_image"] = ["91", 0]
+    start = len(server.log_text())
+    with pytest.raises(WorkflowFailed, match=r"latent_image: its noise mask of shape \(1, 1, 32, 48\) \(e\.g\. from Set "
+                                             r"Latent Noise Mask\) does not fit MOVA's AV latent.*connect it to MOVA AV "
+                                             r"Latent's audio input"):
+        server.run_workflow(graph, timeout=300)
+    assert not PASS_LINE.search(server.log_text()[start:])
