@@ -28,7 +28,6 @@ from mova_core.video_vae import VideoVAE
 from . import native_graphs as ng
 from .comfy_server import ComfyServer, WorkflowFailed
 from .conftest import DEFAULT_START_TIMEOUT, PACK_DIR
-from .test_mova_nodes import MODEL as TINY
 from .test_native_path import CHECKPOINTS, PARITY_TOLERANCE, PASS_LINE, VOICE, max_diff, native_only, run
 
 WAN_VAE_MODEL = "tiny-mova-wan21-vae"
@@ -52,12 +51,11 @@ def write_wan_vae_checkpoint(folder: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def server(comfyui_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComfyServer]:
-    """A server at DEBUG (the pass lines) with the parity checkpoints, the tiny MOVA, its Wan 2.1-VAE twin, a sound."""
+    """A server at DEBUG (the pass lines) with the parity checkpoints, the tiny MOVA with a Wan 2.1 VAE, a sound."""
     comfy = ComfyServer(comfyui_path, os.environ.get("COMFYUI_PYTHON", sys.executable),
                         tmp_path_factory.mktemp("comfyui-native-more"), PACK_DIR)
     for name, path in CHECKPOINTS.items():
         comfy.link_model("mova", path, name)
-    comfy.link_model("mova", cached_tiny_checkpoint(), TINY)
     comfy.link_model("mova", write_wan_vae_checkpoint(tmp_path_factory.mktemp("wan-vae") / "model"), WAN_VAE_MODEL)
     ng.write_voice(comfy.base_dir / "input" / VOICE)
     comfy.start(timeout=float(os.environ.get("COMFYUI_START_TIMEOUT", DEFAULT_START_TIMEOUT)),
@@ -76,6 +74,18 @@ def ksampler_advanced(model: list, latent: list, *, steps: int, start: int, end:
         "cfg": cfg, "sampler_name": "euler", "scheduler": "simple", "positive": [ng.AV_LATENT_ID, 0],
         "negative": [ng.AV_LATENT_ID, 1], "latent_image": latent, "start_at_step": start, "end_at_step": end,
         "return_with_leftover_noise": "enable" if leftover else "disable"}}
+
+
+def add_two_stages(graph: dict[str, Any], step: int, prefix: str) -> None:
+    """:func:`ng.add_native`'s noise, guider, sampler and sigmas in two SamplerCustomAdvanced: SplitSigmas at ``step``,
+    the high sigmas from MOVA AV Latent's latent, the low ones (DisableNoise) from that output; saved as ``prefix``."""
+    graph["61"] = {"class_type": "SplitSigmas", "inputs": {"sigmas": [ng.SIGMAS_ID, 0], "step": step}}
+    graph["63"] = {"class_type": "DisableNoise", "inputs": {}}
+    for node, noise, sigmas, latent in (("62", "24", 0, [ng.AV_LATENT_ID, 2]), ("64", "63", 1, ["62", 0])):
+        graph[node] = {"class_type": "SamplerCustomAdvanced", "inputs": {
+            "noise": [noise, 0], "guider": ["26", 0], "sampler": ["25", 0], "sigmas": ["61", sigmas],
+            "latent_image": latent}}
+    ng.save_latent(graph, "66", ["64", 0], prefix)
 
 
 def timesteps(passes: list[tuple]) -> list[float]:
@@ -154,15 +164,8 @@ def test_sampler_custom_and_split_sigmas_two_stages_equal_mova_sampler(server: C
         "model": model, "add_noise": True, "noise_seed": 7, "cfg": 4.0, "positive": [ng.AV_LATENT_ID, 0],
         "negative": [ng.AV_LATENT_ID, 1], "sampler": ["25", 0], "sigmas": [ng.SIGMAS_ID, 0],
         "latent_image": [ng.AV_LATENT_ID, 2]}}
-    graph["61"] = {"class_type": "SplitSigmas", "inputs": {"sigmas": [ng.SIGMAS_ID, 0], "step": 3}}
-    graph["62"] = {"class_type": "SamplerCustomAdvanced", "inputs": {
-        "noise": ["24", 0], "guider": ["26", 0], "sampler": ["25", 0], "sigmas": ["61", 0],
-        "latent_image": [ng.AV_LATENT_ID, 2]}}
-    graph["63"] = {"class_type": "DisableNoise", "inputs": {}}
-    graph["64"] = {"class_type": "SamplerCustomAdvanced", "inputs": {
-        "noise": ["63", 0], "guider": ["26", 0], "sampler": ["25", 0], "sigmas": ["61", 1], "latent_image": ["62", 0]}}
     ng.save_latent(graph, "65", ["60", 0], "split/sampler_custom")
-    ng.save_latent(graph, "66", ["64", 0], "split/two")
+    add_two_stages(graph, 3, "split/two")
     entry, passes = run(server, graph)
     latents = ng.saved_latents(server, entry)
     one = latents["split/one_av"]
@@ -182,14 +185,7 @@ def test_mova_euler_matches_mova_sampler_off_the_grid(server: ComfyServer, model
     graph = ng.base_graph(model)
     ng.add_mova_sampler(graph, f"euler/{model}_ref", steps=steps, seed=7, text_cfg=4.0, bridge_cfg=1.5)
     ng.add_native(graph, f"euler/{model}_official", steps=steps, seed=7, cfg=4.0, bridge_cfg=1.5, sampler=ng.MOVA_EULER)
-    graph["61"] = {"class_type": "SplitSigmas", "inputs": {"sigmas": [ng.SIGMAS_ID, 0], "step": 2}}
-    graph["62"] = {"class_type": "SamplerCustomAdvanced", "inputs": {
-        "noise": ["24", 0], "guider": ["26", 0], "sampler": ["25", 0], "sigmas": ["61", 0],
-        "latent_image": [ng.AV_LATENT_ID, 2]}}
-    graph["63"] = {"class_type": "DisableNoise", "inputs": {}}
-    graph["64"] = {"class_type": "SamplerCustomAdvanced", "inputs": {
-        "noise": ["63", 0], "guider": ["26", 0], "sampler": ["25", 0], "sigmas": ["61", 1], "latent_image": ["62", 0]}}
-    ng.save_latent(graph, "66", ["64", 0], f"euler/{model}_two")
+    add_two_stages(graph, 2, f"euler/{model}_two")
     entry, passes = run(server, graph)
     latents = ng.saved_latents(server, entry)
     gaps = {part: max_diff(latents[f"euler/{model}_official_{part}"], latents[f"euler/{model}_ref_{part}"])
@@ -232,7 +228,7 @@ def test_skip_layer_guidance_skips_a_video_block(server: ComfyServer):
         assert results[name][1] == [1] * 4 + [2] * 4, name  # the skip-layer pass: the positive alone
     skipped, missing = max_diff(results["block1"][0], plain), max_diff(results["block9"][0], plain)
     print(f"\nSkipLayerGuidanceDiT scale 3 on tiny-e: block 1 max |latent diff| {skipped:.3f}, block 9 {missing:.1e}")
-    assert skipped > 1e-2 and missing <= 1e-5 and torch.isfinite(results["block1"][0]).all()
+    assert skipped > 1e-2 and missing <= PARITY_TOLERANCE and torch.isfinite(results["block1"][0]).all()
 
 
 # -- 4. CFG patches of ComfyUI 0.3.64 ---------------------------------------------------------------------------------
