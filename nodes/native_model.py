@@ -133,9 +133,9 @@ def _kept_values(layout: AVLayout, latent: torch.Tensor, kept: tuple[bool, bool]
 
 
 NOISE_MASK_MISFIT = (
-    "latent_image: its noise mask {shape} (e.g. from Set Latent Noise Mask) does not fit MOVA's AV latent, which holds "
-    "the video and the audio packed together: a MASK over the picture cannot mark parts of it. To keep a sound, connect "
-    "it to MOVA AV Latent's audio input and sample MOVA AV Latent's latent without a new noise mask.")
+    "latent_image: its noise mask {shape} (e.g. from Set Latent Noise Mask) does not fit MOVA's AV latent, which "
+    "holds the video and the audio packed together: a MASK over the picture cannot mark parts of it. To keep a sound, "
+    "connect it to MOVA AV Latent's audio input and sample MOVA AV Latent's latent without a new noise mask.")
 
 
 def noise_mask_check(executor: Any, noise: Any, latent_image: Any, sampler: Any, sigmas: torch.Tensor,

@@ -67,8 +67,9 @@ def add_native(graph: dict[str, Any], prefix: str, *, steps: int, seed: int, cfg
                patches: tuple[dict[str, Any], ...] = (), **av_inputs: Any) -> None:
     """MOVA Native Model (-> Bridge Guidance -> ``patches``, each a node whose ``model`` input is filled in) ->
     SamplerCustomAdvanced(MOVA Noise or RandomNoise, CFGGuider, KSamplerSelect(``sampler``) or MOVA Euler (official)
-    for :data:`MOVA_EULER`, MOVA Schedule or BasicScheduler(``scheduler``)) on MOVA AV Latent's latent; saves the AV latent (``<prefix>_av``) and MOVA Split AV
-    Latent's outputs (``<prefix>_video``, ``<prefix>_audio``); the sigmas go to a PreviewAny (node ``"33"``)."""
+    for :data:`MOVA_EULER`, MOVA Schedule or BasicScheduler(``scheduler``)) on MOVA AV Latent's latent; saves the AV
+    latent (``<prefix>_av``) and MOVA Split AV Latent's outputs (``<prefix>_video``, ``<prefix>_audio``); the sigmas
+    go to a PreviewAny (node ``"33"``)."""
     model = add_model(graph, boundary=boundary, bridge_cfg=bridge_cfg, patches=patches)
     add_av_latent(graph, **av_inputs)
     graph[SIGMAS_ID] = ({"class_type": "MOVASchedule", "inputs": {"model": model, "steps": steps, "denoise": 1.0}}

@@ -205,7 +205,7 @@ def test_mova_euler_matches_mova_sampler_off_the_grid(server: ComfyServer, model
 # -- 3. SkipLayerGuidanceDiT ------------------------------------------------------------------------------------------
 
 def skip_layers(double_layers: str) -> dict[str, Any]:
-    """SkipLayerGuidanceDiT over the whole schedule (its defaults guide only 1-15 %), no single blocks (MOVA has none)."""
+    """SkipLayerGuidanceDiT over the whole schedule (its defaults: 1-15 %), no single blocks (MOVA has none)."""
     return {"class_type": "SkipLayerGuidanceDiT", "inputs": {
         "double_layers": double_layers, "single_layers": "", "scale": 3.0, "start_percent": 0.0, "end_percent": 1.0,
         "rescaling_scale": 0.0}}
@@ -356,8 +356,8 @@ def test_set_latent_noise_mask_is_refused_with_the_fix(server: ComfyServer, with
     graph["91"] = {"class_type": "SetLatentNoiseMask", "inputs": {"samples": [ng.AV_LATENT_ID, 2], "mask": ["90", 0]}}
     graph["27"]["inputs"]["latent_image"] = ["91", 0]
     start = len(server.log_text())
-    with pytest.raises(WorkflowFailed, match=r"latent_image: its noise mask of shape \(1, 1, 32, 48\) \(e\.g\. from Set "
-                                             r"Latent Noise Mask\) does not fit MOVA's AV latent.*connect it to MOVA AV "
-                                             r"Latent's audio input"):
+    with pytest.raises(WorkflowFailed, match=r"latent_image: its noise mask of shape \(1, 1, 32, 48\) \(e\.g\. from "
+                                             r"Set Latent Noise Mask\) does not fit MOVA's AV latent.*connect it to "
+                                             r"MOVA AV Latent's audio input"):
         server.run_workflow(graph, timeout=300)
     assert not PASS_LINE.search(server.log_text()[start:])
