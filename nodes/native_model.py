@@ -27,7 +27,7 @@ import comfy.utils
 
 from ..mova_core.scheduler import FlowMatchPairScheduler
 from .av_denoiser import BRIDGE_OPTION, CONDITION_KEY, FPS_KEY, GIVEN_AUDIO_KEY, MovaNetworks
-from .av_latent import AVLayout, is_nested
+from .av_latent import AVLayout
 
 log = logging.getLogger(__name__)
 
@@ -138,17 +138,12 @@ NOISE_MASK_MISFIT = (
     "connect it to MOVA AV Latent's audio input and sample MOVA AV Latent's latent without a new noise mask.")
 
 
-def noise_mask_check(executor: Any, noise: Any, latent_image: Any, sampler: Any, sigmas: torch.Tensor,
-                     denoise_mask: Any = None, *args: Any, **kwargs: Any) -> Any:
-    """OUTER_SAMPLE wrapper: a noise mask must be MOVA AV Latent's kind (packed ``[B, 1, N]`` or nested like the
-    latent); ComfyUI would interpolate an image MASK over the packed values (0.3.64: a shape error from torch)."""
-    if denoise_mask is not None and not _mask_fits(denoise_mask, latent_image):
-        shown = "nested" if is_nested(denoise_mask) else f"of shape {tuple(denoise_mask.shape)}"
-        raise ValueError(NOISE_MASK_MISFIT.format(shape=shown))
+def noise_mask_check(executor: Any, noise: Any, latent_image: torch.Tensor, sampler: Any, sigmas: torch.Tensor,
+                     denoise_mask: torch.Tensor | None = None, *args: Any, **kwargs: Any) -> Any:
+    """OUTER_SAMPLE wrapper: a noise mask must be packed like the latent (``[B, 1, N]``, as MOVA AV Latent makes it).
+    ComfyUI 0.3.64 would interpolate an image MASK over the packed values (a shape error inside torch); newer ComfyUI
+    has already fitted a plain mask to the video stream and packed it by now, so this passes it."""
+    if denoise_mask is not None and not (denoise_mask.ndim == 3 and denoise_mask.shape[1] == 1
+                                         and denoise_mask.shape[-1] == latent_image.shape[-1]):
+        raise ValueError(NOISE_MASK_MISFIT.format(shape=f"of shape {tuple(denoise_mask.shape)}"))
     return executor(noise, latent_image, sampler, sigmas, denoise_mask, *args, **kwargs)
-
-
-def _mask_fits(mask: Any, latent: Any) -> bool:
-    if is_nested(mask) or is_nested(latent):
-        return is_nested(mask) and is_nested(latent)
-    return mask.ndim == 3 and mask.shape[1] == 1 and mask.shape[-1] == latent.shape[-1]
