@@ -35,7 +35,7 @@ from ..mova_core.video_vae import load_video_vae
 from .lora_patches import AUDIO_PATCHER
 from .av_denoiser import BOUNDARY_OPTION
 from .expert_residency import experts_needed, resident_experts, skipped_prefixes
-from .native_model import MovaBaseModel, MovaModelConfig, NativeNetworks
+from .native_model import MovaBaseModel, MovaModelConfig, NativeNetworks, noise_mask_check
 
 STORAGE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp8_e4m3fn": torch.float8_e4m3fn, "fp32": torch.float32}
 COMFY_ATTENTION = "comfy"
@@ -290,6 +290,7 @@ def _native_patcher(model: MovaModel) -> comfy.model_patcher.ModelPatcher:
     wrappers = comfy.patcher_extension.WrappersMP
     native.add_wrapper_with_key(wrappers.OUTER_SAMPLE, "mova", _views_and_residency(
         {component.model for component in model.patchers.values()}))
+    native.add_wrapper_with_key(wrappers.OUTER_SAMPLE, "mova_noise_mask", noise_mask_check)
     native.add_wrapper_with_key(wrappers.APPLY_MODEL, "mova", _expert_loading)
     return native
 

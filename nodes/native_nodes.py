@@ -5,14 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import comfy.patcher_extension
+
 import comfy.samplers
 from comfy_api.latest import io
 
 from ..mova_core.settings import SEED_MAX
 from .comfy_io import CATEGORY, MovaModelType, number_input
 from .comfy_model import MovaModel
-from .native_model import noise_mask_check
 from .native_sampling import MovaNoise, build_av_latent, mova_euler, mova_sigmas, split_av_latent, with_bridge_guidance
 from .native_vae import native_video_vae
 from .widgets import CHECKPOINT_VALUE, NATIVE, SAMPLER, settings_problem
@@ -34,10 +33,7 @@ class MOVANativeModel(io.ComfyNode):
 
     @classmethod
     def execute(cls, mova_model: MovaModel, boundary: float) -> io.NodeOutput:
-        model = mova_model.native_model(None if boundary == CHECKPOINT_VALUE["boundary"] else boundary)
-        model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, "mova_noise_mask",
-                                   noise_mask_check)
-        return io.NodeOutput(model)
+        return io.NodeOutput(mova_model.native_model(None if boundary == CHECKPOINT_VALUE["boundary"] else boundary))
 
 
 class MOVAAVLatent(io.ComfyNode):

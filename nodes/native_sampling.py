@@ -48,17 +48,17 @@ def build_av_latent(model: MovaModel, positive: Any, negative: Any, *, width: in
     s = run.settings
     clip = {"fps": s.fps, "frames": s.num_frames, "height": s.height, "width": s.width,
             "sample_rate": pipe.audio_vae.sample_rate, "num_samples": run.num_samples}
-    if given is not None:
-        clip[GIVEN_WAVEFORM] = driving.kept("audio")
     values = {CONDITION_KEY: condition, FPS_KEY: s.fps}
-    if given is not None:
-        values[GIVEN_AUDIO_KEY] = sound.to(mm.intermediate_device())
+    if given is not None:  # the model and MOVA Split AV Latent take the kept sound from here (see _kept_values)
+        clip[GIVEN_WAVEFORM] = driving.kept("audio")
+        clip[GIVEN_AUDIO_KEY] = values[GIVEN_AUDIO_KEY] = sound.to(mm.intermediate_device())
     return (node_helpers.conditioning_set_values(positive, values), node_helpers.conditioning_set_values(negative, values),
             av_latent(samples, layout, clip, None if given is None else layout.modality_values(1.0, 0.0, nested)))
 
 
 def split_av_latent(model: MovaModel, latent: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """An AV LATENT -> a raw Wan 2.1 video LATENT (native VAEDecode reads it) and an audio LATENT (MOVA Decode)."""
+    """An AV LATENT -> a raw Wan 2.1 video LATENT (native VAEDecode reads it) and an audio LATENT (MOVA Decode); a kept
+    sound comes out as given (after a two-stage run the sampled latent's audio part holds leftover noise)."""
     layout = layout_of(latent, "av_latent")
     samples = latent["samples"]
     if samples.shape[0] != 1:
@@ -69,7 +69,7 @@ def split_av_latent(model: MovaModel, latent: Any) -> tuple[dict[str, Any], dict
     frames = dict(fps=clip["fps"], frames=clip["frames"])
     return (video_latent(model.pipeline.video_vae.denormalize(video).to(output), height=clip["height"],
                          width=clip["width"], **frames),
-            audio_latent(audio.to(output), sample_rate=clip["sample_rate"], num_samples=clip["num_samples"],
+            audio_latent(clip.get(GIVEN_AUDIO_KEY, audio).to(output), sample_rate=clip["sample_rate"], num_samples=clip["num_samples"],
                          waveform=clip.get(GIVEN_WAVEFORM), **frames))
 
 

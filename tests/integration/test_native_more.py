@@ -149,6 +149,7 @@ def test_two_stages_keep_the_given_audio(server: ComfyServer):
     print(f"\nkept audio, KSamplerAdvanced 2 + 2 steps vs 4 (tiny-d): max |video diff| {gap:.1e}")
     assert gap <= PARITY_TOLERANCE and latents["kept/one_video"].abs().max() > 0.5
     assert max_diff(latents["kept/one_audio"], latents["kept/given_audio"]) <= 1e-6
+    assert torch.equal(latents["kept/two_audio"], latents["kept/given_audio"]), "MOVA Split returns the kept sound"
     assert len(passes) == 8
 
 
