@@ -6,31 +6,20 @@ Sampler with the same LoRA."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import sys
 from pathlib import Path
 
+from in_process import import_pack, start_comfyui
+
 comfyui, pack, checkpoint, lora_folder = (Path(arg) for arg in sys.argv[1:5])
 lora_name = sys.argv[5]
-sys.argv = ["main.py", "--cpu"]
-sys.path.insert(0, str(comfyui))
-os.chdir(comfyui)
-
-import comfy.options  # noqa: E402
-
-comfy.options.enable_args_parsing()
-import torch  # noqa: E402
-
+start_comfyui(comfyui)
+import_pack(pack)
 import folder_paths  # noqa: E402
-import nodes  # noqa: E402,F401  (ComfyUI's node registry, as the server imports it)
+import torch  # noqa: E402
 from comfy_extras import nodes_custom_sampler  # noqa: E402
 
-spec = importlib.util.spec_from_file_location("mova_pack", pack / "__init__.py", submodule_search_locations=[str(pack)])
-module = importlib.util.module_from_spec(spec)
-sys.modules["mova_pack"] = module
-spec.loader.exec_module(module)
 import mova_pack.nodes.comfy_model as comfy_model  # noqa: E402
 from mova_pack.nodes.comfy_model import load_mova_model  # noqa: E402
 from mova_pack.nodes.conditioning import conditioning_from_embeddings  # noqa: E402

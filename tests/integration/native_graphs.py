@@ -3,9 +3,11 @@ back what they save: LATENTs through SaveLatent (the exact float32 tensors), SIG
 
 from __future__ import annotations
 
+import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import soundfile
@@ -13,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from .comfy_server import ComfyServer
+from .conftest import DEFAULT_START_TIMEOUT
 
 PROMPT, NEGATIVE = "a dog barks on the beach", "blurry, silent"
 CLIP = dict(width=48, height=32, frames=9, fps=16.0)
@@ -45,6 +48,21 @@ def write_voice(path: Path, rate: int = 24000) -> None:
     """A 0.45 s 180 Hz tone (a sound for MOVA AV Latent's / MOVA Sampler's audio input) at ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     soundfile.write(str(path), 0.3 * np.sin(2 * np.pi * 180 * np.arange(int(0.45 * rate)) / rate), rate)
+
+
+@contextmanager
+def debug_server(comfy: ComfyServer, models: Mapping[str, Path], voice: str) -> Iterator[ComfyServer]:
+    """``comfy`` started at DEBUG (the model-pass lines) with ``models`` linked under models/mova and a sound named
+    ``voice`` in its input folder; stopped on exit."""
+    for name, path in models.items():
+        comfy.link_model("mova", path, name)
+    write_voice(comfy.base_dir / "input" / voice)
+    comfy.start(timeout=float(os.environ.get("COMFYUI_START_TIMEOUT", DEFAULT_START_TIMEOUT)),
+                extra_args=["--verbose", "DEBUG"])
+    try:
+        yield comfy
+    finally:
+        comfy.stop()
 
 
 def add_mova_sampler(graph: dict[str, Any], prefix: str, *, steps: int, seed: int, text_cfg: float,

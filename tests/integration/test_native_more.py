@@ -27,7 +27,7 @@ from mova_core.video_vae import VideoVAE
 
 from . import native_graphs as ng
 from .comfy_server import ComfyServer, WorkflowFailed
-from .conftest import DEFAULT_START_TIMEOUT, PACK_DIR
+from .conftest import PACK_DIR
 from .test_native_path import CHECKPOINTS, PARITY_TOLERANCE, PASS_LINE, VOICE, max_diff, native_only, run
 
 WAN_VAE_MODEL = "tiny-mova-wan21-vae"
@@ -54,16 +54,9 @@ def server(comfyui_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     """A server at DEBUG (the pass lines) with the parity checkpoints, the tiny MOVA with a Wan 2.1 VAE, a sound."""
     comfy = ComfyServer(comfyui_path, os.environ.get("COMFYUI_PYTHON", sys.executable),
                         tmp_path_factory.mktemp("comfyui-native-more"), PACK_DIR)
-    for name, path in CHECKPOINTS.items():
-        comfy.link_model("mova", path, name)
-    comfy.link_model("mova", write_wan_vae_checkpoint(tmp_path_factory.mktemp("wan-vae") / "model"), WAN_VAE_MODEL)
-    ng.write_voice(comfy.base_dir / "input" / VOICE)
-    comfy.start(timeout=float(os.environ.get("COMFYUI_START_TIMEOUT", DEFAULT_START_TIMEOUT)),
-                extra_args=["--verbose", "DEBUG"])
-    try:
-        yield comfy
-    finally:
-        comfy.stop()
+    models = {**CHECKPOINTS, WAN_VAE_MODEL: write_wan_vae_checkpoint(tmp_path_factory.mktemp("wan-vae") / "model")}
+    with ng.debug_server(comfy, models, VOICE) as started:
+        yield started
 
 
 def ksampler_advanced(model: list, latent: list, *, steps: int, start: int, end: int, add_noise: bool,

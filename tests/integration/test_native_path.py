@@ -25,9 +25,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 import pytest
-import soundfile
 import torch
 
 from mova_core.checkpoint import open_checkpoint
@@ -36,7 +34,7 @@ from mova_core.tiny import cached_tiny_checkpoint
 
 from . import native_graphs as ng
 from .comfy_server import ComfyServer
-from .conftest import DEFAULT_START_TIMEOUT, PACK_DIR
+from .conftest import PACK_DIR
 from .test_mova_nodes import LORA, MODEL as TINY, cached_nodes, write_tiny_lora
 
 PARITY = PACK_DIR / "tests" / "data" / "parity"
@@ -51,20 +49,9 @@ def server(comfyui_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     """A server of this module's own, logging at DEBUG (the pass lines), with the checkpoints, a LoRA and a sound."""
     comfy = ComfyServer(comfyui_path, os.environ.get("COMFYUI_PYTHON", sys.executable),
                         tmp_path_factory.mktemp("comfyui-native"), PACK_DIR)
-    for name, path in CHECKPOINTS.items():
-        comfy.link_model("mova", path, name)
-    comfy.link_model("mova", cached_tiny_checkpoint(), TINY)
     write_tiny_lora(comfy.models_dir("loras") / LORA)
-    (comfy.base_dir / "input").mkdir(parents=True, exist_ok=True)
-    rate = 24000
-    voice = 0.3 * np.sin(2 * np.pi * 180 * np.arange(int(0.45 * rate)) / rate)
-    soundfile.write(str(comfy.base_dir / "input" / VOICE), voice, rate)
-    comfy.start(timeout=float(os.environ.get("COMFYUI_START_TIMEOUT", DEFAULT_START_TIMEOUT)),
-                extra_args=["--verbose", "DEBUG"])
-    try:
-        yield comfy
-    finally:
-        comfy.stop()
+    with ng.debug_server(comfy, {**CHECKPOINTS, TINY: cached_tiny_checkpoint()}, VOICE) as started:
+        yield started
 
 
 def run(server: ComfyServer, graph: dict[str, Any], timeout: float = 300) -> tuple[dict[str, Any], list[tuple]]:
