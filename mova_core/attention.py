@@ -103,6 +103,21 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, backend: str
     return entry[1](q, k, v)
 
 
+def _rms_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``norm(x)`` for an RMSNorm layer whose input ``x`` is a fresh buffer of the caller's (a projection's output).
+
+    For a plain float32 ``nn.RMSNorm`` on the CPU without autograd or hooks, the operations of PyTorch's kernel
+    (``x * rsqrt(mean(x^2) + eps)``, then ``* weight``) run in place on ``x``: the same values bit for bit,
+    without the kernel's two intermediate buffers of x's size."""
+    weight = norm.weight if type(norm) is nn.RMSNorm else None
+    plain = (type(norm) is nn.RMSNorm and norm.eps is not None and len(norm.normalized_shape) == 1
+             and not (norm._forward_hooks or norm._forward_pre_hooks) and (weight is None or weight.dtype == torch.float32))
+    if not plain or torch.is_grad_enabled() or torch.compiler.is_compiling() or x.dtype != torch.float32 or x.device.type != "cpu":
+        return norm(x)
+    x = x.mul_(torch.mean(x.pow(2), dim=-1, keepdim=True).add_(norm.eps).rsqrt_())
+    return x if weight is None else x.mul_(weight)
+
+
 class QKNormAttention(nn.Module):
     """Projections ``q``/``k``/``v``/``o`` with RMSNorm on q and k over the full width (official keys
     ``q, k, v, o, norm_q, norm_k``). Queries come from ``x`` (width ``dim``), keys/values from ``y``
@@ -142,12 +157,12 @@ class QKNormAttention(nn.Module):
 
     def project_q(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised queries from ``x``: [B, Lq, heads, head_dim]."""
-        return self._heads(self.norm_q(self.q(x)))
+        return self._heads(_rms_norm(self.norm_q, self.q(x)))
 
     def project_kv(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised keys and values from ``y``: [B, Lk, heads, head_dim] each (constant for a constant ``y``,
         such as the prompt of the towers' text cross-attention)."""
-        return self._heads(self.norm_k(self.k(y))), self._heads(self.v(y))
+        return self._heads(_rms_norm(self.norm_k, self.k(y))), self._heads(self.v(y))
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Attention over heads, merged and projected by ``o``: [B, Lq, dim]."""

@@ -39,7 +39,13 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 
 
 def fused_modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """The official blocks ``torch.compile`` their modulate: computed in float32, rounded once."""
+    """The official blocks ``torch.compile`` their modulate: computed in float32, rounded once.
+
+    ``x`` is a fresh buffer of the caller's (a norm's output): in float32 without autograd the same ``addcmul``
+    writes into it (same kernel, same numbers) instead of a new buffer of its size."""
+    if (x.dtype == shift.dtype == scale.dtype == torch.float32 and not torch.is_grad_enabled()
+            and not torch.compiler.is_compiling()):
+        return torch.addcmul(shift, x, 1 + scale, out=x)
     return modulate(x.float(), shift.float(), scale.float()).to(x.dtype)
 
 
@@ -58,7 +64,8 @@ class SelfAttention(QKNormAttention):
 
     def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         q, k, v = self.project(x, x)
-        return self.attend(apply_interleaved_rope(q, rope), apply_interleaved_rope(k, rope), v)
+        inplace = not torch.is_grad_enabled()  # q and k are this call's own buffers: rotated where they are
+        return self.attend(apply_interleaved_rope(q, rope, inplace=inplace), apply_interleaved_rope(k, rope, inplace=inplace), v)
 
 
 class DiTBlock(nn.Module):
@@ -84,7 +91,10 @@ class DiTBlock(nn.Module):
         update = self.cross_attn.attend(self.cross_attn.project_q(self.norm3(x)), k, v)
         # x is this block's own buffer here: without autograd (which keeps norm3's input) add in place
         x = x + update if torch.is_grad_enabled() or update.dtype != x.dtype else x.add_(update)
-        return torch.addcmul(x, gate_mlp, self.ffn(fused_modulate(self.norm2(x), shift_mlp, scale_mlp)))
+        update = self.ffn(fused_modulate(self.norm2(x), shift_mlp, scale_mlp))
+        if torch.is_grad_enabled() or update.dtype != x.dtype:
+            return torch.addcmul(x, gate_mlp, update)
+        return x.addcmul_(gate_mlp, update)  # x is still this block's own buffer (same kernel in place)
 
     def text_kv(self, context: torch.Tensor) -> TextKV:
         """Keys and values of the text cross-attention for an embedded prompt (constant for a generation)."""

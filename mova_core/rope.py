@@ -58,7 +58,7 @@ def audio_rope_table(head_dim: int, length: int, device: torch.device | str | No
 _ROPE_PIECE_ELEMENTS = 1 << 17
 
 
-def apply_interleaved_rope(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+def apply_interleaved_rope(x: torch.Tensor, table: torch.Tensor, *, inplace: bool = False) -> torch.Tensor:
     """Rotate ``x`` [B, L, heads, head_dim] by ``table`` [L, head_dim // 2] in float64; keeps x's dtype.
 
     The product is taken in place on a float64 copy: on long videos this rotation is the memory peak
@@ -67,7 +67,9 @@ def apply_interleaved_rope(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor
     elementwise operations on the same values, without a float64 copy of the whole of ``x`` (on the CPU that
     copy, twice the size of float32 ``x``, was a fresh heap block at every call, page-faulted in and out).
     Under ``torch.compile`` (which has no complex kernels) the same product is written in real float64
-    arithmetic, which the compiler fuses into one kernel without the copy."""
+    arithmetic, which the compiler fuses into one kernel without the copy. ``inplace``: on the CPU, ``x`` (a
+    buffer the caller owns, without autograd) receives the rotated pieces itself (each piece is copied to
+    float64 before it is overwritten), instead of a new output buffer."""
     if torch.compiler.is_compiling():
         pairs, rotation = x.to(torch.float64).unflatten(-1, (-1, 2)), torch.view_as_real(table)[:, None]
         real, imag, cos, sin = pairs[..., 0], pairs[..., 1], rotation[..., 0], rotation[..., 1]
@@ -77,7 +79,7 @@ def apply_interleaved_rope(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor
     if piece >= length:
         pairs = torch.view_as_complex(x.to(torch.float64, copy=True).unflatten(-1, (-1, 2)))
         return torch.view_as_real(pairs.mul_(table[:, None])).flatten(-2).to(x.dtype)
-    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    out = x if inplace else torch.empty(x.shape, dtype=x.dtype, device=x.device)
     for start in range(0, length, piece):
         stop = min(start + piece, length)
         pairs = torch.view_as_complex(x[:, start:stop].to(torch.float64, copy=True).unflatten(-1, (-1, 2)))
