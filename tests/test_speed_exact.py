@@ -115,3 +115,48 @@ def test_rotate_half_rope_equals_the_concatenating_formula_bit_for_bit(dtype):
     first, second = x.float().chunk(2, dim=-1)
     expected = (x.float() * cos[:, :, None].float() + torch.cat([-second, first], dim=-1) * sin[:, :, None].float())
     assert apply_rotate_half_rope(x, (cos, sin)).equal(expected.to(dtype))
+
+
+def test_in_place_rms_norm_gives_the_module_s_numbers_and_leaves_other_cases_to_the_module():
+    from mova_core.attention import _rms_norm
+
+    g = torch.Generator().manual_seed(5)
+    norm = torch.nn.RMSNorm(48, eps=1e-6)
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(48, generator=g) + 0.5)
+    x = torch.randn(2, 33, 48, generator=g)
+    with torch.no_grad():
+        expected = norm(x)
+        buffer = x.clone()
+        out = _rms_norm(norm, buffer)
+        assert out.equal(expected) and out.data_ptr() == buffer.data_ptr()
+        half = x.bfloat16()
+        assert _rms_norm(norm, half).data_ptr() != half.data_ptr()  # not float32: the module's own kernel
+    kept = x.clone()
+    assert _rms_norm(norm, kept).data_ptr() != kept.data_ptr()  # autograd keeps its input: never in place
+    assert kept.equal(x)
+
+
+@pytest.mark.parametrize("length", [7, 3000])  # one piece, and several pieces of the CPU rotation
+def test_rope_rotated_in_place_equals_the_new_buffer(length):
+    from mova_core.rope import apply_interleaved_rope
+
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(1, length, 4, 16, generator=g)
+    table = torch.polar(torch.ones(length, 8, dtype=torch.float64), torch.rand(length, 8, generator=g, dtype=torch.float64) * 6)
+    expected = apply_interleaved_rope(x, table)
+    buffer = x.clone()
+    out = apply_interleaved_rope(buffer, table, inplace=True)
+    assert out.equal(expected) and not expected.equal(x)
+
+
+def test_modulation_in_place_equals_the_out_of_place_one_bit_for_bit():
+    from mova_core.dit import fused_modulate, modulate
+
+    g = torch.Generator().manual_seed(7)
+    x, shift, scale = torch.randn(1, 20, 32, generator=g), torch.randn(1, 1, 32, generator=g), torch.randn(1, 1, 32, generator=g)
+    with torch.no_grad():
+        buffer = x.clone()
+        out = fused_modulate(buffer, shift, scale)
+    assert out.data_ptr() == buffer.data_ptr()
+    assert out.equal(modulate(x, shift, scale))
