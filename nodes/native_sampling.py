@@ -15,6 +15,7 @@ from tqdm.auto import trange
 
 import comfy.model_management as mm
 import comfy.model_patcher
+import comfy.patcher_extension
 import comfy.samplers
 import node_helpers
 
@@ -121,10 +122,11 @@ def with_bridge_guidance(model: comfy.model_patcher.ModelPatcher, bridge_cfg: fl
     def bridge_cfg_function(args: dict[str, Any]) -> torch.Tensor:
         if args["uncond"] is None:
             raise ValueError("MOVA Bridge Guidance needs the negative conditioning: connect a negative prompt.")
+        conds = _bridge_off(args["uncond"])
         options = dict(args["model_options"])
-        options["transformer_options"] = {**options.get("transformer_options", {}), BRIDGE_OPTION: False}
-        (unbridged,) = comfy.samplers.calc_cond_batch(args["model"], [_bridge_off(args["uncond"])], args["input"],
-                                                      args["sigma"], options)
+        options["transformer_options"] = _skipping_with_the_step(
+            {**options.get("transformer_options", {}), BRIDGE_OPTION: False}, [cond["uuid"] for cond in conds])
+        (unbridged,) = comfy.samplers.calc_cond_batch(args["model"], [conds], args["input"], args["sigma"], options)
         return args["denoised"] + guidance.bridge_term(args["uncond_denoised"], unbridged)
 
     patched = model.clone()
@@ -133,6 +135,26 @@ def with_bridge_guidance(model: comfy.model_patcher.ModelPatcher, bridge_cfg: fl
 
 
 _BRIDGE_OFF = uuid.UUID("5a0f3c2e-9d1b-4c47-8e0a-6b2f1d7c9e31")
+
+
+def _skipping_with_the_step(transformer_options: dict[str, Any], uuids: list[uuid.UUID]) -> dict[str, Any]:
+    """``transformer_options`` for the bridge-off pass. When core's EasyCache skipped this step's CFG passes, the
+    bridge-off pass is skipped too (its cached output is reused): EasyCache clears its "skip this step" flag whenever
+    a cond batch starts, so an innermost cond-batch wrapper sets it again. Without EasyCache, or before it has cached
+    an output for these uuids, the options are returned as they are."""
+    step_cache = transformer_options.get("easycache")
+    cached = getattr(step_cache, "uuid_cache_diffs", {})
+    if getattr(step_cache, "skip_current_step", None) is not True or not all(key in cached for key in uuids):
+        return transformer_options
+    wrappers, cond_batch = transformer_options.get("wrappers", {}), comfy.patcher_extension.WrappersMP.CALC_COND_BATCH
+    innermost = {**wrappers.get(cond_batch, {}), "mova_bridge_off_skip": [_skip_again]}
+    return {**transformer_options, "wrappers": {**wrappers, cond_batch: innermost}}
+
+
+def _skip_again(executor: Any, *args: Any, **kwargs: Any) -> Any:
+    """The cond-batch wrapper of :func:`_skipping_with_the_step` (its last argument: the model options)."""
+    args[-1]["transformer_options"]["easycache"].skip_current_step = True
+    return executor(*args, **kwargs)
 
 
 def _bridge_off(conds: list[dict[str, Any]]) -> list[dict[str, Any]]:
