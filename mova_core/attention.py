@@ -109,13 +109,13 @@ def _rms_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
     For a plain float32 ``nn.RMSNorm`` on the CPU without autograd or hooks, the operations of PyTorch's kernel
     (``x * rsqrt(mean(x^2) + eps)``, then ``* weight``) run in place on ``x``: the same values bit for bit,
     without the kernel's two intermediate buffers of x's size."""
-    weight = norm.weight if type(norm) is nn.RMSNorm else None
-    plain = (type(norm) is nn.RMSNorm and norm.eps is not None and len(norm.normalized_shape) == 1
-             and not (norm._forward_hooks or norm._forward_pre_hooks) and (weight is None or weight.dtype == torch.float32))
-    if not plain or torch.is_grad_enabled() or torch.compiler.is_compiling() or x.dtype != torch.float32 or x.device.type != "cpu":
+    if (type(norm) is not nn.RMSNorm or norm.eps is None or len(norm.normalized_shape) != 1
+            or norm._forward_hooks or norm._forward_pre_hooks
+            or (norm.weight is not None and norm.weight.dtype != torch.float32)
+            or torch.is_grad_enabled() or torch.compiler.is_compiling() or x.dtype != torch.float32 or x.device.type != "cpu"):
         return norm(x)
     x = x.mul_(torch.mean(x.pow(2), dim=-1, keepdim=True).add_(norm.eps).rsqrt_())
-    return x if weight is None else x.mul_(weight)
+    return x if norm.weight is None else x.mul_(norm.weight)
 
 
 class QKNormAttention(nn.Module):

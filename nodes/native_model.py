@@ -117,8 +117,8 @@ class MovaBaseModel(comfy.model_base.BaseModel):
         return out
 
     def memory_required(self, input_shape: tuple[int, ...], cond_shapes: dict[str, Any] = {}) -> float:
-        """Bytes one pass needs beside the weights: proportional to the packed values (see
-        :func:`.comfy_model.activation_bytes_per_value`)."""
+        """Bytes one pass needs beside the weights: proportional to the packed values (``activation_bytes_per_value``,
+        from the heuristic of :func:`.comfy_model.activation_memory`)."""
         return input_shape[0] * input_shape[-1] * self.activation_bytes_per_value
 
 
