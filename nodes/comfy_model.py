@@ -229,7 +229,8 @@ class NativePatcher(getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model
 
     def _load_list(self, *args: Any, **kwargs: Any) -> list:
         skipped = skipped_prefixes(self.resident, self.model.diffusion_model.experts)
-        return [entry for entry in super()._load_list(*args, **kwargs) if not entry[1].startswith(skipped)]
+        # entries end with (name, module, params): 0.3.64 puts the memory size before them, 0.9 two sizes
+        return [entry for entry in super()._load_list(*args, **kwargs) if not entry[-3].startswith(skipped)]
 
     def plan_residency(self, sigmas: torch.Tensor) -> None:
         """Set :attr:`resident` for a run over ``sigmas`` (before it loads)."""

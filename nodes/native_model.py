@@ -12,6 +12,7 @@ The per-call behaviour (expert switch, kept modalities, bridge off) is :mod:`.av
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -32,13 +33,23 @@ from .av_latent import AVLayout
 log = logging.getLogger(__name__)
 
 
+@functools.cache
 def nested_tensor_class() -> type | None:
-    """ComfyUI's ``NestedTensor`` where its samplers sample nested AV latents (2026), else None (0.3.64: packed)."""
+    """ComfyUI's ``NestedTensor`` where its sampling nodes handle nested AV latents throughout, else None (packed).
+
+    0.3.64 has no nested tensors. 0.9.x samples them, but its DisableNoise and KSamplerAdvanced without added noise
+    make zeros of the first stream only, and its sampler then fails, so the packed latent (which every node
+    takes) is used there. The probe: core's empty noise keeps a nested latent nested (newer ComfyUI)."""
     try:
         from comfy.nested_tensor import NestedTensor
+        from comfy_extras.nodes_custom_sampler import Noise_EmptyNoise
     except ImportError:
         return None
-    return NestedTensor if hasattr(comfy.utils, "pack_latents") else None
+    if not hasattr(comfy.utils, "pack_latents"):
+        return None
+    probe = NestedTensor((torch.zeros(1, 1), torch.zeros(1, 2)))
+    zeros = Noise_EmptyNoise().generate_noise({"samples": probe})
+    return NestedTensor if getattr(zeros, "is_nested", False) is True else None
 
 
 class MovaAVFormat(comfy.latent_formats.LatentFormat):
@@ -138,12 +149,16 @@ NOISE_MASK_MISFIT = (
     "connect it to MOVA AV Latent's audio input and sample MOVA AV Latent's latent without a new noise mask.")
 
 
+def check_noise_mask(mask: torch.Tensor | None, packed: torch.Tensor) -> None:
+    """A noise mask on the packed AV latent must be packed like it (``[B, 1, N]``, as MOVA AV Latent makes it)."""
+    if mask is not None and not (mask.ndim == 3 and mask.shape[1] == 1 and mask.shape[-1] == packed.shape[-1]):
+        raise ValueError(NOISE_MASK_MISFIT.format(shape=f"of shape {tuple(mask.shape)}"))
+
+
 def noise_mask_check(executor: Any, noise: Any, latent_image: torch.Tensor, sampler: Any, sigmas: torch.Tensor,
                      denoise_mask: torch.Tensor | None = None, *args: Any, **kwargs: Any) -> Any:
-    """OUTER_SAMPLE wrapper: a noise mask must be packed like the latent (``[B, 1, N]``, as MOVA AV Latent makes it).
-    ComfyUI 0.3.64 would interpolate an image MASK over the packed values (a shape error inside torch); newer ComfyUI
-    has already fitted a plain mask to the video stream and packed it by now, so this passes it."""
-    if denoise_mask is not None and not (denoise_mask.ndim == 3 and denoise_mask.shape[1] == 1
-                                         and denoise_mask.shape[-1] == latent_image.shape[-1]):
-        raise ValueError(NOISE_MASK_MISFIT.format(shape=f"of shape {tuple(denoise_mask.shape)}"))
+    """OUTER_SAMPLE wrapper: :func:`check_noise_mask`. ComfyUI 0.3.64 would interpolate an image MASK over the packed
+    values (a shape error inside torch); ComfyUI with nested AV latents has fitted a plain mask to the video stream
+    and packed it by now, so this passes it (0.9.x fits the mask before this wrapper: MOVA Noise checks it first)."""
+    check_noise_mask(denoise_mask, latent_image)
     return executor(noise, latent_image, sampler, sigmas, denoise_mask, *args, **kwargs)

@@ -26,7 +26,7 @@ from .av_latent import AVLayout, av_latent, clip_settings, is_nested, layout_of
 from .comfy_model import MovaModel
 from .latents import GIVEN_WAVEFORM, audio_latent, video_latent
 from .av_denoiser import BRIDGE_OPTION, CONDITION_KEY, FPS_KEY, GIVEN_AUDIO_KEY
-from .native_model import MovaBaseModel, nested_tensor_class
+from .native_model import MovaBaseModel, check_noise_mask, nested_tensor_class
 from .widgets import NODE_NAMES
 
 
@@ -107,8 +107,11 @@ class MovaNoise:
         layout = layout_of(input_latent, "latent_image")
         if input_latent["samples"].shape[0] != 1:
             raise ValueError("latent_image: MOVA Noise draws one video's noise; use a latent of batch 1.")
+        nested = is_nested(input_latent["samples"])
+        if not nested:
+            check_noise_mask(input_latent.get("noise_mask"), input_latent["samples"])
         video, audio = seeded_noise(self.seed, (1, *layout.video_shape), (1, *layout.audio_shape))
-        return layout.samples(video, audio, nested_tensor_class() if is_nested(input_latent["samples"]) else None)
+        return layout.samples(video, audio, nested_tensor_class() if nested else None)
 
 
 def with_bridge_guidance(model: comfy.model_patcher.ModelPatcher, bridge_cfg: float) -> comfy.model_patcher.ModelPatcher:

@@ -89,8 +89,9 @@ def _input_type_and_options(node_class: str, name: str, entry: list[Any]) -> tup
 
 def comparable(node_class: str, info: dict[str, Any]) -> dict[str, Any]:
     """A whole V3 node's ``/object_info`` entry (tooltips and descriptions included) without what differs
-    between installs: ``python_module`` (the pack's folder name), folder listings, package-dependent choices."""
-    out = {key: value for key, value in info.items() if key != "python_module"}
+    between installs: ``python_module`` (the pack's folder name), folder listings, package-dependent choices, and
+    keys a ComfyUI version serves as null (0.9 adds ``output_matchtypes: null`` to every V3 node)."""
+    out = {key: value for key, value in info.items() if key != "python_module" and value is not None}
     out["input"] = {
         section: entries if section == "hidden" else
         {name: [kind, _same_on_every_install(node_class, name, options)] for name, (kind, options) in entries.items()}

@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 from comfy_stub import derive_object_info
 from mova_core import tiny
 from mova_core.media.audio_input import frames_covering
-from workflow_check import NATIVE_SNAPSHOT, comparable, normalize, snapshot, to_api_prompt
+from workflow_check import NATIVE_SNAPSHOT, check_workflow, comparable, normalize, snapshot, to_api_prompt
 
 from .comfy_server import PACK_NAME, ComfyServer
 from .shipped_workflows import (REPO, SMALL_CLIP, SMALL_LONG, VOICE_SECONDS, WORKFLOWS, install_workflow_assets,
@@ -50,17 +50,24 @@ def _comfyui_version(comfyui_path: Path) -> str:
     return found.group(1) if found else "unknown"
 
 
-def test_native_snapshot_is_current(comfy_server: ComfyServer, comfyui_path: Path) -> None:
+def test_native_snapshot_is_current_and_workflows_fit_this_comfyui(comfy_server: ComfyServer,
+                                                                   comfyui_path: Path) -> None:
+    """Every shipped workflow is valid against this ComfyUI's live schemas; on the ComfyUI version the snapshot was
+    taken from, the snapshot equals the live schemas (other versions add options, e.g. 0.9's samplers)."""
     info = comfy_server.object_info()
     source = f"ComfyUI {_comfyui_version(comfyui_path)} /object_info"
     current = snapshot(info, _native_classes(info), source=source)
     if os.environ.get(UPDATE_ENV) == "1":
         NATIVE_SNAPSHOT.parent.mkdir(parents=True, exist_ok=True)
         NATIVE_SNAPSHOT.write_text(json.dumps(current, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    live = {name: normalize(name, entry) for name, entry in info.items()}
+    assert {path.name: check_workflow(load_workflow(path), live) for path in WORKFLOWS} == \
+        {path.name: [] for path in WORKFLOWS}
     recorded = json.loads(NATIVE_SNAPSHOT.read_text(encoding="utf-8"))
-    assert recorded["nodes"] == current["nodes"], (
-        f"{NATIVE_SNAPSHOT.name} differs from the live /object_info: rerun with {UPDATE_ENV}=1, then fix the "
-        f"workflows that tests/test_workflows.py reports.")
+    if recorded["source"] == source:
+        assert recorded["nodes"] == current["nodes"], (
+            f"{NATIVE_SNAPSHOT.name} differs from the live /object_info: rerun with {UPDATE_ENV}=1, then fix the "
+            f"workflows that tests/test_workflows.py reports.")
 
 
 def test_derived_object_info_is_what_comfyui_serves(comfy_server: ComfyServer) -> None:

@@ -17,9 +17,13 @@ const FRONT_END_BASELINE = [
   /\/user\.css$/, /\/favicon\.ico$/, /\/api\/userdata\?dir=/, /\/api\/userdata\/comfy\.templates\.json$/,
 ];
 
-/** True for a log entry the bare front end produces by itself (see FRONT_END_BASELINE). */
+// Front end 1.36 (ComfyUI 0.9) warns from its own mask editor extension's init, with or without this pack.
+const FRONT_END_WARNINGS = [/^\[MaskEditor\] ComfyApp\.open_maskeditor is deprecated\./];
+
+/** True for a log entry the bare front end produces by itself (see FRONT_END_BASELINE, FRONT_END_WARNINGS). */
 export function isFrontEndBaseline(entry) {
   if (entry.kind === "pageerror") return /addSetting/.test(entry.stack ?? "") && !isOurs(entry);
+  if (entry.kind === "console.warning" && FRONT_END_WARNINGS.some((pattern) => pattern.test(entry.text))) return !isOurs(entry);
   const missingFile = entry.kind === "http.404" || /status of 404/.test(entry.text);
   return missingFile && FRONT_END_BASELINE.some((pattern) => pattern.test(entry.url ?? ""));
 }
