@@ -5,7 +5,15 @@ Python, the official code (OpenMOSS/MOVA) in its own environment, imported with 
 ``tools/record_parity.py``. The driver asks them in turn (alternating which goes first) to run one guided
 step (text CFG: positive + negative pass) or one whole generation, so both see the same machine load; only
 one works at a time. Reported: median seconds and our/official ratios, for our exact path and each option
-(batched guidance, compiled blocks, step cache at its recommended threshold: whole calls only).
+(batched guidance, compiled blocks, step cache at its recommended threshold: whole calls only), and the
+minor page faults of each side per request.
+
+glibc returns freed heap to the system and maps big buffers afresh (page-faulting them in again) until the
+process has freed one buffer near 32 MiB; then it raises both thresholds for good. At this size the official
+worker is there by its first step (it page-faults little), ours is not (one freed 24 MiB buffer takes its faults
+from ~90,000 a step request to ~0); at the released shapes every process gets there in its first pass. ``--heap settled`` (the default) starts both
+workers with glibc's settled thresholds, so the ratios compare the steps' work; ``--heap default`` leaves
+glibc's start values.
 
     python benchmarks/bench_vs_official.py --official /work/official-mova --official-python /work/venv-official/bin/python
 """
@@ -15,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -29,6 +38,7 @@ TEXT_CFG = 5.0
 CACHE_THRESHOLD = 0.05  # the README's recommended value (EasyCache's for Wan)
 TIMESTEPS = (991.0, 950.0, 930.0)  # high-noise expert (boundary 900)
 MARK = "@@bench "  # prefix of the workers' answers on stdout
+SETTLED_HEAP = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(64 << 20)}  # glibc's maxima
 
 
 def write_checkpoint(folder: Path) -> Path:
@@ -161,6 +171,8 @@ class OfficialWorker:
 
 
 def worker_main(kind: str, folder: Path, official: Path | None, threads: int) -> None:
+    import resource
+
     import torch
 
     torch.set_num_threads(threads)
@@ -168,18 +180,21 @@ def worker_main(kind: str, folder: Path, official: Path | None, threads: int) ->
     print(MARK + json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         what, variant = line.split()
-        print(MARK + json.dumps({"seconds": getattr(worker, what)(variant)}), flush=True)
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        seconds = getattr(worker, what)(variant)
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+        print(MARK + json.dumps({"seconds": seconds, "faults": faults}), flush=True)
 
 
 # -- driver ------------------------------------------------------------------------------------------
 
 
 class Worker:
-    def __init__(self, python: str, kind: str, folder: Path, official: Path, threads: int):
+    def __init__(self, python: str, kind: str, folder: Path, official: Path, threads: int, env: dict[str, str]):
         self.process = subprocess.Popen(
             [python, __file__, "--worker", kind, "--folder", str(folder), "--official", str(official),
              "--threads", str(threads)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         self._read()
 
     def _read(self) -> dict:
@@ -189,10 +204,11 @@ class Worker:
                 return json.loads(line[len(MARK):])
         raise SystemExit(f"worker exited with status {self.process.wait()}")
 
-    def run(self, what: str, variant: str) -> float:
+    def run(self, what: str, variant: str) -> dict:
+        """{"seconds": ..., "faults": ...} of one request."""
         self.process.stdin.write(f"{what} {variant}\n")
         self.process.stdin.flush()
-        return self._read()["seconds"]
+        return self._read()
 
     def close(self) -> None:
         self.process.stdin.close()
@@ -208,14 +224,18 @@ def main() -> None:
     parser.add_argument("--call-repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads per worker (1: steadier ratios on a machine shared with other work)")
+    parser.add_argument("--heap", choices=("settled", "default"), default="settled",
+                        help="glibc heap thresholds of both workers (see above)")
     parser.add_argument("--worker", choices=("ours", "official"))
     args = parser.parse_args()
     if args.worker:
         return worker_main(args.worker, args.folder, args.official, args.threads)
 
     write_checkpoint(args.folder)
-    workers = {"official": Worker(args.official_python, "official", args.folder, args.official, args.threads),
-               "ours": Worker(sys.executable, "ours", args.folder, args.official, args.threads)}
+    env = os.environ | SETTLED_HEAP if args.heap == "settled" else {
+        key: value for key, value in os.environ.items() if key not in SETTLED_HEAP}
+    workers = {"official": Worker(args.official_python, "official", args.folder, args.official, args.threads, env),
+               "ours": Worker(sys.executable, "ours", args.folder, args.official, args.threads, env)}
     # warm-up (compiles the compiled variant, first-call allocations)
     for variant in ("exact", "compile"):
         workers["ours"].run("step", variant)
@@ -224,18 +244,20 @@ def main() -> None:
         ("call", v, args.call_repeats) for v in ("exact", "batched", "cache", "compile")]
     print(f"mid-size random checkpoint ({args.folder}), clip {CLIP['width']}x{CLIP['height']}, "
           f"{CLIP['num_frames']} frames, float32 CPU ({args.threads} thread each), text CFG {TEXT_CFG}; whole call "
-          f"{WHOLE_CALL_STEPS} steps")
+          f"{WHOLE_CALL_STEPS} steps; glibc heap {args.heap}")
     for what, variant, repeats in plan:
-        ours, official = [], []
+        answers = {"ours": [], "official": []}
         for index in range(repeats):  # interleaved, alternating who goes first
             order = ("ours", "official") if index % 2 == 0 else ("official", "ours")
             for side in order:
-                seconds = workers[side].run(what, variant if side == "ours" else "exact")
-                (ours if side == "ours" else official).append(seconds)
+                answers[side].append(workers[side].run(what, variant if side == "ours" else "exact"))
+        ours, official = ([answer["seconds"] for answer in answers[side]] for side in ("ours", "official"))
+        faults = {side: statistics.median(answer["faults"] for answer in answers[side]) for side in answers}
         ratios = [a / b for a, b in zip(ours, official)]
         print(f"{what:4s} {variant:8s} ours {statistics.median(ours):7.3f} s  official "
               f"{statistics.median(official):7.3f} s  ratio median {statistics.median(ratios):.3f} "
-              f"(pairs: {' '.join(f'{r:.2f}' for r in ratios)})", flush=True)
+              f"(pairs: {' '.join(f'{r:.2f}' for r in ratios)}); page faults per request: ours "
+              f"{faults['ours']:.0f}, official {faults['official']:.0f}", flush=True)
     for worker in workers.values():
         worker.close()
 
