@@ -48,7 +48,10 @@ def nested_tensor_class() -> type | None:
     if not hasattr(comfy.utils, "pack_latents"):
         return None
     probe = NestedTensor((torch.zeros(1, 1), torch.zeros(1, 2)))
-    zeros = Noise_EmptyNoise().generate_noise({"samples": probe})
+    try:
+        zeros = Noise_EmptyNoise().generate_noise({"samples": probe})
+    except (AttributeError, TypeError):  # a core whose empty noise changed form: the packed latent works anywhere
+        return None
     return NestedTensor if getattr(zeros, "is_nested", False) is True else None
 
 
