@@ -98,20 +98,19 @@ def mova_sigmas(model: comfy.model_patcher.ModelPatcher, steps: int, denoise: fl
 
 class MovaNoise:
     """NOISE for SamplerCustomAdvanced: the video and audio noise MOVA Sampler draws for ``seed``, packed or nested
-    like the latent."""
+    like the latent (nested: of the latent's own class)."""
 
     def __init__(self, seed: int):
         self.seed = seed
 
     def generate_noise(self, input_latent: dict[str, Any]) -> torch.Tensor:
-        layout = layout_of(input_latent, "latent_image")
-        if input_latent["samples"].shape[0] != 1:
+        layout, samples = layout_of(input_latent, "latent_image"), input_latent["samples"]
+        if samples.shape[0] != 1:
             raise ValueError("latent_image: MOVA Noise draws one video's noise; use a latent of batch 1.")
-        nested = is_nested(input_latent["samples"])
-        if not nested:
-            check_noise_mask(input_latent.get("noise_mask"), input_latent["samples"])
+        if not is_nested(samples):
+            check_noise_mask(input_latent.get("noise_mask"), samples)
         video, audio = seeded_noise(self.seed, (1, *layout.video_shape), (1, *layout.audio_shape))
-        return layout.samples(video, audio, nested_tensor_class() if nested else None)
+        return layout.samples(video, audio, type(samples) if is_nested(samples) else None)
 
 
 def with_bridge_guidance(model: comfy.model_patcher.ModelPatcher, bridge_cfg: float) -> comfy.model_patcher.ModelPatcher:
