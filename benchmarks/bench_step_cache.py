@@ -3,8 +3,9 @@
 
 For each threshold: the model passes computed and reused, the sampling time, and the relative L2 deviation of the
 video and audio latents from the uncached run (threshold 0), beside the deviation between two seeds as a scale.
-Sampling only (no decoders). Pass counts and deviations are exact; times follow the machine's load. Random weights are the worst case for the cache (their output changes fast from step
-to step); the thresholds that pay on the released weights are not measured by this.
+Sampling only (no decoders). Pass counts and deviations are exact; times follow the machine's load. Random weights
+are the worst case for the cache (their output changes fast from step to step); the thresholds that pay on the
+released weights are not measured by this.
 
     python benchmarks/bench_step_cache.py [--model DIR] [--steps 20] [--thresholds 0.05 0.5 1 2]
 """

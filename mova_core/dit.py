@@ -88,13 +88,13 @@ class DiTBlock(nn.Module):
         # x + gate·update as one addcmul: one buffer instead of two (a fused multiply-add: last-bit differences)
         x = torch.addcmul(x, gate_msa, self.self_attn(fused_modulate(self.norm1(x), shift_msa, scale_msa), rope))
         k, v = self.text_kv(context) if isinstance(context, torch.Tensor) else context
+        # x is this block's own buffer from here: without autograd (which keeps the norms' inputs) the two updates
+        # are added in place (same kernels)
+        in_place = not torch.is_grad_enabled()
         update = self.cross_attn.attend(self.cross_attn.project_q(self.norm3(x)), k, v)
-        # x is this block's own buffer here: without autograd (which keeps norm3's input) add in place
-        x = x + update if torch.is_grad_enabled() or update.dtype != x.dtype else x.add_(update)
+        x = x.add_(update) if in_place and update.dtype == x.dtype else x + update
         update = self.ffn(fused_modulate(self.norm2(x), shift_mlp, scale_mlp))
-        if torch.is_grad_enabled() or update.dtype != x.dtype:
-            return torch.addcmul(x, gate_mlp, update)
-        return x.addcmul_(gate_mlp, update)  # x is still this block's own buffer (same kernel in place)
+        return x.addcmul_(gate_mlp, update) if in_place and update.dtype == x.dtype else torch.addcmul(x, gate_mlp, update)
 
     def text_kv(self, context: torch.Tensor) -> TextKV:
         """Keys and values of the text cross-attention for an embedded prompt (constant for a generation)."""
